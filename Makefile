@@ -1,0 +1,42 @@
+# The interface people and CI use. `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RASA_TELEMETRY_ENABLED := false
+export TOKENIZERS_PARALLELISM := false
+DEV_SET ?= ../shared/eval/faq_dev.jsonl
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test test-py test-rasa eval bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup:  ## create what is missing (venvs, e5 model, index, Rasa model), reusing the cache
+	@python3 tools/setup.py
+
+run: setup  ## set up, then run the whole stack in the foreground (Ctrl-C stops it)
+	@$(PY) -m tools.run_stack
+
+test: setup  ## set up, then run pytest and the Rasa checks
+	@$(MAKE) --no-print-directory test-py test-rasa
+
+test-py:
+	$(PY) -m pytest -q
+
+test-rasa:
+	@cd bot && PYTHONPATH=$(CURDIR)/bot ../.venv-rasa/bin/rasa data validate --quiet --fail-on-warnings
+	@cd bot && PYTHONPATH=$(CURDIR)/bot ../.venv-rasa/bin/rasa test core --stories tests/ \
+		--model $$(python3 -c 'import json;print(json.load(open("../var/artifacts.json"))["rasa_model"])') \
+		--fail-on-prediction-errors --out ../var/rasa-results --no-plot
+
+eval: setup  ## FAQ accuracy on the dev set, per language
+	$(PY) -m retrieval eval --dev $(DEV_SET)
+
+bench: setup  ## latency of search and chat at 1 and 16 clients, full vs BM25-only
+	$(PY) -m tools.bench
+
+clean:  ## remove this clone's links and run state (the shared cache stays)
+	rm -rf .venv .venv-rasa var

@@ -1,0 +1,29 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from api.errors import ApiError
+from assistant import faq, runtime
+from retrieval.text import normalise_input
+
+router = APIRouter(prefix="/api/v1/faq", tags=["faq"])
+
+
+@router.get("/search")
+async def search(q: Annotated[str, Query(max_length=2000)] = "", k: Annotated[int, Query(ge=1, le=22)] = 3):
+    """Best FAQ entries for a question; `abstain` is true when none answers it well enough."""
+    query = normalise_input(q)
+    if not query:
+        raise ApiError(422, "empty_query", "q must contain some text")
+    if not runtime.ready():
+        raise ApiError(503, "not_ready", "the index is still loading")
+    result = await run_in_threadpool(faq.search, query, k)
+    return {
+        "query": q,
+        "abstain": result.abstain,
+        "decision": result.decision,
+        "kb_version": result.kb_version,
+        "results": [{"faq_id": h.faq_id, "question": h.question, "score": round(h.score, 4)}
+                    for h in result.results],
+    }

@@ -1,0 +1,1 @@
+"""Shared plumbing for every plain package: settings, PII masking, logging."""

@@ -1,0 +1,57 @@
+"""Every URL, path, threshold and secret the app reads, in one place (HC_* environment)."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hc-assistant"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HC_", extra="ignore")
+
+    port: int = 8000
+    host: str = "127.0.0.1"
+    admin_token: str | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    # Heavy artefacts (venvs, converted model, index, Rasa model) are built by tools/setup.py
+    # into the cache and their current locations are written to var/artifacts.json.
+    cache_dir: Path = default_cache_dir()
+    var_dir: Path = REPO_ROOT / "var"
+    kb_path: Path = REPO_ROOT / "kb" / "faq_zh.md"
+    model_dir: Path | None = None
+    index_dir: Path | None = None
+
+    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_port: int = 5005
+    # Shared secret between the app, the Rasa channel and the action webhook: both internal
+    # routes refuse requests without it even though they only listen on loopback.
+    internal_token: str | None = None
+
+    # "hybrid" (BM25 + dense) or "bm25" (no encoder: the benchmark's baseline).
+    retrieval_mode: str = "hybrid"
+
+    chat_timeout_s: float = 10.0
+    max_text_chars: int = 2000
+
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{self.var_dir / 'hc.db'}"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or self.sqlite_url()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Developer tooling: set-up, the process supervisor, the benchmark."""

@@ -1,0 +1,123 @@
+"""`make bench`: p50/p95 latency of FAQ search and chat at 1 and 16 clients, full vs BM25-only.
+
+Each mode starts the whole stack fresh (tools.stack), records the time to a healthy /healthz and
+the total RSS of its processes, then drives it with closed-loop clients on loopback: a bounded
+number of requests per run, questions cycled from the dev set (only read, never trained on).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from core.settings import REPO_ROOT
+from tools.stack import running_stack
+
+DEFAULT_QUESTIONS = REPO_ROOT.parent / "shared" / "eval" / "faq_dev.jsonl"
+
+
+def process_tree_rss_mb(root_pid: int) -> float:
+    """RSS of a process and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total_kb, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def drive(base: str, kind: str, questions: list[str], clients: int, total: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+
+    async def worker(client: httpx.AsyncClient, wid: int) -> None:
+        nonlocal errors
+        for i in counter:
+            q = questions[i % len(questions)]
+            t0 = time.perf_counter()
+            if kind == "search":
+                resp = await client.get("/api/v1/faq/search", params={"q": q, "k": 3})
+            else:
+                resp = await client.post("/api/v1/chat", json={"sender": f"bench-{wid}-{i}", "text": q})
+            latencies.append((time.perf_counter() - t0) * 1000)
+            errors += resp.status_code != 200
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        # Warm-up: first requests pay for lazy initialisation, which is not what we measure.
+        for q in questions[:5]:
+            await client.get("/api/v1/faq/search", params={"q": q})
+            await client.post("/api/v1/chat", json={"sender": "bench-warm", "text": q})
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client, w) for w in range(clients)))
+        wall = time.perf_counter() - t0
+    return {"endpoint": kind, "clients": clients, "n": len(latencies), "errors": errors,
+            "p50_ms": round(percentile(latencies, 0.5), 1), "p95_ms": round(percentile(latencies, 0.95), 1),
+            "mean_ms": round(statistics.fmean(latencies), 1), "rps": round(len(latencies) / wall, 1)}
+
+
+def load_questions(path: Path) -> list[str]:
+    if path.exists():
+        return [json.loads(line)["q"] for line in path.read_text().splitlines() if line.strip()]
+    from retrieval.kb import load_kb
+
+    return [e.question for e in load_kb(REPO_ROOT / "kb/faq_zh.md").entries]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
+    parser.add_argument("--requests", type=int, default=400, help="requests per (endpoint, clients) run")
+    parser.add_argument("--modes", default="hybrid,bm25")
+    args = parser.parse_args()
+    questions = load_questions(args.questions)
+    rows = []
+    for mode in args.modes.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"hc-bench-{mode}-") as tmp, \
+                running_stack(Path(tmp), {"HC_RETRIEVAL_MODE": mode}) as (base, startup_s, pid):
+            rss = process_tree_rss_mb(pid)
+            print(f"[bench] mode={mode}: healthy after {startup_s:.1f}s, RSS of all processes {rss:.0f} MB",
+                  flush=True)
+            for kind in ("search", "chat"):
+                for clients in (1, 16):
+                    n = args.requests if clients > 1 else max(50, args.requests // 4)
+                    row = {"mode": mode, **asyncio.run(drive(base, kind, questions, clients, n))}
+                    rows.append(row)
+                    print(f"[bench] {json.dumps(row)}", flush=True)
+            rows.append({"mode": mode, "startup_s": round(startup_s, 1), "rss_mb": round(rss)})
+    print("\n| mode | endpoint | clients | p50 ms | p95 ms | req/s | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "endpoint" in r:
+            print(f"| {r['mode']} | {r['endpoint']} | {r['clients']} | {r['p50_ms']} | {r['p95_ms']} "
+                  f"| {r['rps']} | {r['errors']} |")
+    for r in rows:
+        if "startup_s" in r:
+            print(f"| {r['mode']} | startup to /healthz 200: {r['startup_s']} s | total RSS: {r['rss_mb']} MB |")
+
+
+if __name__ == "__main__":
+    main()

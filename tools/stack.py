@@ -1,0 +1,60 @@
+"""Start the whole stack (tools.run_stack) in a subprocess for tests and benchmarks, and stop it after."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from core.settings import REPO_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_stack(var_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 240):
+    """Yields (base_url, startup_seconds, pid)."""
+    port, rasa_port = free_port(), free_port()
+    full_env = {**os.environ, "HC_PORT": str(port), "HC_RASA_PORT": str(rasa_port),
+                "HC_VAR_DIR": str(var_dir), "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    # artifacts.json lives in the repo's var/; the test stack gets its own var dir for state.
+    var_dir.mkdir(parents=True, exist_ok=True)
+    src = REPO_ROOT / "var" / "artifacts.json"
+    if src.exists() and not (var_dir / "artifacts.json").exists():
+        (var_dir / "artifacts.json").write_text(src.read_text())
+    log = open(var_dir / "stack.log", "ab")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "tools.run_stack"], cwd=REPO_ROOT, env=full_env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"stack exited with {proc.returncode}; see {var_dir / 'stack.log'}")
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - t0 > timeout_s:
+                raise RuntimeError(f"stack not healthy after {timeout_s}s; see {var_dir / 'stack.log'}")
+            time.sleep(0.5)
+        yield base, time.monotonic() - t0, proc.pid
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
