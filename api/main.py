@@ -22,13 +22,17 @@ log = logging.getLogger("hc.api")
 
 def load_retriever(settings: Settings):
     from retrieval.index import load_retriever as load
+    from retrieval.kb import load_kb
+    from retrieval.retriever import Params, Retriever
 
+    if settings.retrieval_mode == "bm25":  # the benchmark's baseline: no encoder at all
+        retriever = Retriever(load_kb(settings.kb_path), None, params=Params(bm25_only=True))
+        retriever.warm_up()
+        return retriever
     art = load_artifacts(settings)
     if not (art.index_dir and art.model_dir):
         raise RuntimeError("no index/model: run `make setup` (or set HC_INDEX_DIR and HC_MODEL_DIR)")
-    retriever = load(art.index_dir, settings.kb_path, art.model_dir)
-    retriever.warm_up()
-    return retriever
+    return load(art.index_dir, settings.kb_path, art.model_dir)
 
 
 async def _load_in_background(settings: Settings) -> None:

@@ -12,7 +12,7 @@ from assistant.rasa_client import RasaClient
 from assistant.texts import text as fixed_text
 from core.logs import log_event
 from core.pii import mask_text
-from retrieval.text import detect_lang, normalise_input
+from retrieval.text import clean, detect_lang
 
 log = logging.getLogger("hc.chat")
 
@@ -58,7 +58,7 @@ def _shape(turn_messages: list[dict[str, Any]], meta: dict[str, Any]) -> list[di
 async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | None = None,
                    max_chars: int = 2000, lang_hint: str | None = None) -> ChatResult:
     started = time.perf_counter()
-    cleaned = normalise_input(text)
+    cleaned = clean(text, max_chars=20000)
     if not cleaned:
         raise EmptyText("text is empty")
     is_payload = cleaned.startswith("/")

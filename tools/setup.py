@@ -57,9 +57,19 @@ def step(name: str):
     say(f"{name}: done in {time.monotonic() - t0:.1f}s")
 
 
+# pip warns once per package about this machine's optional local index folders; that is noise.
+NOISE = ("is ignored: it is neither a file nor a directory",)
+
+
 def run(cmd: list[str], **kw) -> None:
     env = {**os.environ, **OFFLINE_ENV, **kw.pop("env", {})}
-    subprocess.run(cmd, check=True, env=env, **kw)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if not any(n in line for n in NOISE):
+            print("    " + line.rstrip(), flush=True)
+    if proc.wait() != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def digest(*parts: str | Path) -> str:

@@ -5,7 +5,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.errors import ApiError
 from assistant import faq, runtime
-from retrieval.text import normalise_input
+from retrieval.text import clean
 
 router = APIRouter(prefix="/api/v1/faq", tags=["faq"])
 
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/api/v1/faq", tags=["faq"])
 @router.get("/search")
 async def search(q: Annotated[str, Query(max_length=2000)] = "", k: Annotated[int, Query(ge=1, le=22)] = 3):
     """Best FAQ entries for a question; `abstain` is true when none answers it well enough."""
-    query = normalise_input(q)
+    query = clean(q)
     if not query:
         raise ApiError(422, "empty_query", "q must contain some text")
     if not runtime.ready():

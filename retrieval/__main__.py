@@ -1,0 +1,116 @@
+"""Command line: build the index, try a search, measure on a labelled set.
+
+  python -m retrieval build --kb kb/faq_zh.md --model DIR --out DIR
+  python -m retrieval search "健康码能截图吗" [--k 3] [--index DIR --model DIR | --bm25-only]
+  python -m retrieval eval --dev PATH [--index DIR --model DIR | --bm25-only] [--misses]
+
+Without --index, search and eval build a calibrated retriever in memory (slower start).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _defaults():
+    """Settings, with the model and index `make setup` built as defaults (var/artifacts.json)."""
+    from core.artifacts import load_artifacts
+    from core.settings import get_settings
+
+    settings = get_settings()
+    return settings, load_artifacts(settings)
+
+
+def _retriever(args):
+    from retrieval import index as idx
+    from retrieval.kb import load_kb
+
+    kb = load_kb(args.kb)
+    if args.bm25_only:
+        return idx.build_retriever(kb, None, bm25_only=True)
+    if args.model is None:
+        sys.exit("error: --model DIR is required (or --bm25-only); HC_MODEL_DIR also works")
+    if args.index is not None:
+        return idx.load_retriever(args.index, args.kb, args.model, kb=kb)
+    return idx.build_retriever(kb, idx._encoder(args.model))
+
+
+def cmd_build(args) -> int:
+    from retrieval import index as idx
+
+    if args.model is None:
+        sys.exit("error: --model DIR is required")
+    t0 = time.perf_counter()
+    out = idx.build_index(args.kb, args.model, args.out)
+    meta = idx.read_meta(out)
+    print(f"index written to {out} in {time.perf_counter() - t0:.1f} s "
+          f"({meta['phrasings']} phrasings, kb {meta['kb_version']}, model {meta['model']})")
+    print(json.dumps(meta["params"], ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_search(args) -> int:
+    retriever = _retriever(args)
+    res = retriever.search(args.text, k=args.k)
+    print(json.dumps({"query": res.query, "decision": res.decision, "abstain": res.abstain,
+                      "results": [h.__dict__ for h in res.results]}, ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from retrieval import evaluate
+
+    retriever = _retriever(args)
+    outcomes = evaluate.run(retriever, evaluate.load_cases(args.dev), k=3)
+    rep = evaluate.report(outcomes)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        mode = "bm25-only" if retriever.params.bm25_only else "bm25+dense"
+        print(f"{args.dev} ({mode})")
+        print(evaluate.format_report(rep))
+    if args.misses:
+        print("\n".join(evaluate.misses(outcomes)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    s, art = _defaults()
+    parser = argparse.ArgumentParser(prog="python -m retrieval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    def common(p, index: bool = True):
+        p.add_argument("--kb", type=Path, default=s.kb_path)
+        p.add_argument("--model", type=Path, default=art.model_dir)
+        if index:
+            p.add_argument("--index", type=Path, default=art.index_dir)
+            p.add_argument("--bm25-only", action="store_true", help="lexical baseline, no encoder")
+
+    p = sub.add_parser("build", help="encode the KB, calibrate, write the index")
+    common(p, index=False)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("search", help="search one question")
+    common(p)
+    p.add_argument("text")
+    p.add_argument("--k", type=int, default=3)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="hit@k, answer/abstain rates and latency on a labelled set")
+    common(p)
+    p.add_argument("--dev", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--misses", action="store_true", help="list the questions it got wrong")
+    p.set_defaults(func=cmd_eval)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Scoring a retriever on a labelled question set (JSON lines: {"q", "accept": [ids], "lang"}).
+
+accept lists every entry that answers the question; an empty list marks an out-of-scope question
+the retriever must not answer. The set is only measured against, never trained on.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.retriever import Retriever
+from retrieval.text import detect_lang
+
+LANGS = ("zh", "zh-hant", "en")
+
+
+@dataclass(frozen=True)
+class Case:
+    q: str
+    accept: tuple[str, ...]
+    lang: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    case: Case
+    decision: str
+    ranked: tuple[str, ...]
+    seconds: float
+
+    @property
+    def in_scope(self) -> bool:
+        return bool(self.case.accept)
+
+    def hit(self, k: int) -> bool:
+        return any(i in self.case.accept for i in self.ranked[:k])
+
+    @property
+    def answered(self) -> bool:
+        return self.decision == "answer"
+
+    @property
+    def answered_correct(self) -> bool:
+        return self.answered and self.hit(1)
+
+
+def load_cases(path: str | Path) -> list[Case]:
+    cases = []
+    for n, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        cases.append(Case(row["q"], tuple(row.get("accept") or ()), row.get("lang") or detect_lang(row["q"])))
+    return cases
+
+
+def run(retriever: Retriever, cases: list[Case], k: int = 3) -> list[Outcome]:
+    out = []
+    for case in cases:
+        t0 = time.perf_counter()
+        res = retriever.search(case.q, k=k)
+        dt = time.perf_counter() - t0
+        out.append(Outcome(case, res.decision, tuple(h.faq_id for h in res.results), dt))
+    return out
+
+
+def metrics(outcomes: list[Outcome]) -> dict:
+    ins = [o for o in outcomes if o.in_scope]
+    oos = [o for o in outcomes if not o.in_scope]
+    rate = lambda num, den: (num / den) if den else float("nan")  # noqa: E731
+    return {
+        "n": len(outcomes),
+        "n_in_scope": len(ins),
+        "n_oos": len(oos),
+        "hit@1": rate(sum(o.hit(1) for o in ins), len(ins)),
+        "hit@3": rate(sum(o.hit(3) for o in ins), len(ins)),
+        "answered_correct": rate(sum(o.answered_correct for o in ins), len(ins)),
+        # Over every question: an in-scope one answered with a wrong entry, or an out-of-scope
+        # one answered at all. This is the rate of confidently wrong replies users would see.
+        "wrong_answer": rate(sum(o.answered and not o.answered_correct for o in outcomes),
+                             len(outcomes)),
+        "oos_abstain": rate(sum(not o.answered for o in oos), len(oos)),
+    }
+
+
+def report(outcomes: list[Outcome]) -> dict:
+    groups = {"all": outcomes}
+    for lang in LANGS:
+        groups[lang] = [o for o in outcomes if o.case.lang == lang]
+    result = {name: metrics(group) for name, group in groups.items() if group}
+    ms = np.array([o.seconds * 1000 for o in outcomes]) if outcomes else np.zeros(1)
+    result["latency_ms"] = {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95))}
+    return result
+
+
+def format_report(rep: dict) -> str:
+    cols = ("n", "hit@1", "hit@3", "answered_correct", "wrong_answer", "oos_abstain")
+    lines = [f"{'':8}" + "".join(f"{c:>18}" for c in cols)]
+    for name, m in rep.items():
+        if name == "latency_ms":
+            continue
+        cells = []
+        for c in cols:
+            v = m[c]
+            if c == "n":
+                cells.append(f"{v:>4} ({m['n_in_scope']} in, {m['n_oos']} oos)".rjust(18))
+            else:
+                cells.append(("-" if v != v else f"{v:.3f}").rjust(18))
+        lines.append(f"{name:8}" + "".join(cells))
+    lat = rep["latency_ms"]
+    lines.append(f"latency  p50 {lat['p50']:.1f} ms   p95 {lat['p95']:.1f} ms  (sequential)")
+    return "\n".join(lines)
+
+
+def misses(outcomes: list[Outcome]) -> list[str]:
+    """One line per question that was not answered correctly (for looking into, not tuning on)."""
+    out = []
+    for o in outcomes:
+        if o.in_scope and o.answered_correct:
+            continue
+        if not o.in_scope and not o.answered:
+            continue
+        out.append(f"[{o.decision:7}] {o.case.q!r} accept={list(o.case.accept)} got={list(o.ranked)}")
+    return out

@@ -1,0 +1,165 @@
+"""Building the search index once (encode, calibrate, write) and loading it in a new process.
+
+An index directory holds:
+  dense.faiss      faiss IndexFlatIP of the encoded phrasings
+  phrasings.json   [{"entry": faq_id, "text": ...}], row order of the faiss index
+  meta.json        format, kb_version, model id, calibrated params, build time
+
+It is written into a temporary sibling directory and renamed into place, so a reader sees the
+old index or the new one, never half of one. Loading checks the KB version and model id, so a
+stale index is refused (StaleIndexError) rather than served.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from retrieval.calibrate import Target, calibrate, load_questions
+from retrieval.dense import DenseIndex
+from retrieval.retriever import Params, Retriever
+from retrieval.types import KnowledgeBase
+
+FORMAT = 1
+META = "meta.json"
+PHRASINGS = "phrasings.json"
+DEFAULT_OOS = Path(__file__).resolve().parent.parent / "kb" / "calibration_oos.txt"
+
+
+class StaleIndexError(RuntimeError):
+    """The index on disk was built from another KB or model; rebuild it."""
+
+
+def model_id(model_dir: str | Path) -> str:
+    """Identity of a converted model folder: its name plus a hash of its small config files
+    and the weights' sizes (hashing ~470 MB of weights on every start would cost seconds)."""
+    model_dir = Path(model_dir)
+    h = hashlib.sha256()
+    for path in sorted(model_dir.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = str(path.relative_to(model_dir))
+        h.update(rel.encode())
+        if path.suffix in (".json", ".txt", ".model") and path.stat().st_size < 5_000_000:
+            h.update(path.read_bytes())
+        else:
+            h.update(str(path.stat().st_size).encode())
+    return f"{model_dir.name}:{h.hexdigest()[:12]}"
+
+
+def _load_kb(kb_path: str | Path) -> KnowledgeBase:
+    from retrieval.kb import load_kb
+    return load_kb(kb_path)
+
+
+def _encoder(model_dir: str | Path):
+    from retrieval.encoder import E5Encoder
+    return E5Encoder(model_dir)
+
+
+def build_retriever(kb: KnowledgeBase, encoder=None, *, bm25_only: bool = False,
+                    params: Params | None = None, oos_path: str | Path = DEFAULT_OOS,
+                    target: Target = Target()) -> Retriever:
+    """An in-memory, calibrated, warmed-up retriever (no files written)."""
+    params = params or Params(bm25_only=bm25_only or encoder is None)
+    retriever = Retriever(kb, encoder, params=params)
+    retriever.warm_up()
+    fitted = calibrate(retriever, load_questions(oos_path), target)
+    return retriever.with_params(fitted)
+
+
+def write_index(retriever: Retriever, out_dir: str | Path, *, model: str) -> Path:
+    """Write the retriever's dense index, phrasing map and params atomically to out_dir."""
+    if retriever.dense is None:
+        raise ValueError("a bm25-only retriever has no index to write")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        os.chmod(tmp, 0o755)   # mkdtemp makes it owner-only; the index is not a secret
+        retriever.dense.save(tmp)
+        kb = retriever.kb
+        rows = [{"entry": kb.entries[o].id, "text": t}
+                for t, o in zip(retriever.phrasings.texts, retriever.phrasings.owners)]
+        (tmp / PHRASINGS).write_text(json.dumps(rows, ensure_ascii=False, indent=0), "utf-8")
+        meta = {
+            "format": FORMAT,
+            "kb_version": kb.version,
+            "model": model,
+            "dim": retriever.dense.dim,
+            "phrasings": len(rows),
+            "params": retriever.params.to_dict(),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (tmp / META).write_text(json.dumps(meta, ensure_ascii=False, indent=2), "utf-8")
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    # rename() of a directory cannot replace a non-empty one, so the old index steps aside first;
+    # between the two renames a reader finds no index and fails loudly, never a mixed one.
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.rename(out_dir, old)
+    os.rename(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_index(kb_path: str | Path, model_dir: str | Path, out_dir: str | Path, *,
+                encoder=None, oos_path: str | Path = DEFAULT_OOS) -> Path:
+    """Encode the KB, calibrate the thresholds, write the index. Returns out_dir."""
+    kb = _load_kb(kb_path)
+    encoder = encoder or _encoder(model_dir)
+    retriever = build_retriever(kb, encoder, oos_path=oos_path)
+    return write_index(retriever, out_dir, model=model_id(model_dir))
+
+
+def read_meta(index_dir: str | Path) -> dict:
+    return json.loads((Path(index_dir) / META).read_text("utf-8"))
+
+
+def check_fresh(index_dir: str | Path, kb: KnowledgeBase, model: str) -> dict:
+    """meta.json, if the index was built from this KB and model; else StaleIndexError."""
+    try:
+        meta = read_meta(index_dir)
+    except FileNotFoundError as exc:
+        raise StaleIndexError(f"no index at {index_dir}") from exc
+    if meta.get("format") != FORMAT:
+        raise StaleIndexError(f"index format {meta.get('format')} != {FORMAT}")
+    if meta.get("kb_version") != kb.version:
+        raise StaleIndexError(f"index built from KB {meta.get('kb_version')}, KB is {kb.version}")
+    if meta.get("model") != model:
+        raise StaleIndexError(f"index built with model {meta.get('model')}, model is {model}")
+    return meta
+
+
+def load_retriever(index_dir: str | Path, kb_path: str | Path, model_dir: str | Path, *,
+                   encoder=None, kb: KnowledgeBase | None = None, warm: bool = True,
+                   batching: bool = True, cache_size: int = 1024) -> Retriever:
+    """A retriever over a built index: no re-encoding of the KB, only the encoder load."""
+    kb = kb or _load_kb(kb_path)
+    meta = check_fresh(index_dir, kb, model_id(model_dir))
+    rows = json.loads((Path(index_dir) / PHRASINGS).read_text("utf-8"))
+    ids = {e.id: i for i, e in enumerate(kb.entries)}
+    retriever_rows = Retriever(kb, None, params=Params(bm25_only=True)).phrasings
+    if [(r["entry"], r["text"]) for r in rows] != [
+            (kb.entries[o].id, t) for t, o in zip(retriever_rows.texts, retriever_rows.owners)]:
+        raise StaleIndexError("index phrasings differ from the KB's")
+    owners = [ids[r["entry"]] for r in rows]
+    dense = DenseIndex.load(Path(index_dir), owners, len(kb.entries))
+    encoder = encoder or _encoder(model_dir)
+    retriever = Retriever(kb, encoder, params=Params.from_dict(meta["params"]), dense=dense,
+                          batching=batching, cache_size=cache_size)
+    if warm:
+        retriever.warm_up()
+    return retriever

@@ -1,0 +1,18 @@
+"""Point the real-model tests at the artefacts `make setup` built, instead of rebuilding them."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_ARTIFACTS = ROOT / "var" / "artifacts.json"
+
+if _ARTIFACTS.exists():
+    _art = json.loads(_ARTIFACTS.read_text())
+    if _art.get("model_dir"):
+        os.environ.setdefault("HC_MODEL_DIR", _art["model_dir"])
+    if _art.get("index_dir"):
+        os.environ.setdefault("HC_INDEX_DIR", _art["index_dir"])
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
