@@ -19,7 +19,7 @@ import numpy as np
 from retrieval import tokenize
 from retrieval.bm25 import BM25, BM25Params
 from retrieval.dense import BatchingQueryEncoder, DenseIndex, QueryEncoder, limit_faiss_threads
-from retrieval.text import for_encoder, is_blank_or_noise, is_smalltalk
+from retrieval.text import for_encoder, is_blank_or_noise, is_smalltalk, match_key
 from retrieval.types import Hit, KnowledgeBase, SearchResult
 
 
@@ -168,6 +168,9 @@ class Retriever:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
+        # A question asked exactly as a KB phrasing is that entry's, whatever the fused scores
+        # say (two official headings differing in one word can both saturate the fusion).
+        self._exact = {match_key(t): o for t, o in zip(self.phrasings.texts, self.phrasings.owners)}
         self._ready = False
 
     @property
@@ -276,6 +279,11 @@ class Retriever:
         scores = self.entry_scores(query)
         order = np.argsort(-scores, kind="stable")
         decision = decide(scores[order], self.params)
+        exact = self._exact.get(match_key(query))
+        if exact is not None:
+            scores[exact] = 1.0
+            order = np.concatenate(([exact], order[order != exact]))
+            decision = "answer"
         hits = tuple(
             Hit(faq_id=self.kb.entries[i].id, question=self.kb.entries[i].question,
                 score=round(float(scores[i]), 4))

@@ -85,6 +85,14 @@ def normalize(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:
     return text
 
 
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def match_key(text: str) -> str:
+    """normalize() without punctuation or spaces: two texts with the same key ask the same thing."""
+    return _NOT_WORD.sub("", normalize(text))
+
+
 def for_encoder(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:
     """What the embedding model sees: clean() and simplified characters, case kept (the model's
     own vocabulary is cased, and lower-casing English names costs it)."""

@@ -171,3 +171,12 @@ def test_seed_questions_are_not_calibration_positives():
     official = {t for e in kb.entries for t in (e.question, e.question_en)}
     assert {t for t, alt in zip(ph.texts, ph.alternate) if not alt} == official
     assert len(ph.texts) == sum(len(e.phrasings()) for e in kb.entries)
+
+
+def test_a_question_asked_exactly_as_a_phrasing_is_answered_by_its_entry(bm25_retriever):
+    # Punctuation, width and case differences do not matter; a strict threshold does not either.
+    strict = bm25_retriever.with_params(replace(bm25_retriever.params, t_answer=0.99, margin=0.5))
+    res = strict.search("健康码可以截图使用吗")
+    assert res.decision == "answer" and res.top.faq_id == "personal.screenshot"
+    res = strict.search("HOW MANY FAMILY MEMBERS CAN I APPLY FOR")
+    assert res.decision == "answer" and res.top.faq_id == "family.quota"
