@@ -1,0 +1,48 @@
+"""Helpers shared by the actions: the reply language and how a service Reply is sent."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, TypeVar
+
+from rasa_sdk import Tracker
+from rasa_sdk.events import SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from assistant.types import Reply
+
+DEFAULT_LANG = "zh"
+T = TypeVar("T")
+
+
+def current_lang(tracker: Tracker) -> str:
+    return tracker.get_slot("lang") or DEFAULT_LANG
+
+
+def latest_text(tracker: Tracker) -> str:
+    return tracker.latest_message.get("text") or ""
+
+
+def latest_entity(tracker: Tracker, entity: str) -> str | None:
+    return next(tracker.get_latest_entity_values(entity), None)
+
+
+async def call_service(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    # Services are synchronous (retrieval, SQL); running them in a worker thread keeps the
+    # app's event loop free for other chats while one waits on the index or the database.
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def dispatch_reply(dispatcher: CollectingDispatcher, reply: Reply) -> None:
+    for message in reply.messages:
+        dispatcher.utter_message(
+            text=message.text,
+            buttons=[{"title": b.title, "payload": b.payload} for b in message.buttons],
+        )
+    # A trailing custom message carries the service's meta (faq_id, handoff, ticket_id...)
+    # so the API can merge it into its response instead of guessing from the text.
+    dispatcher.utter_message(json_message={"meta": dict(reply.meta)})
+
+
+def remember_faq(reply: Reply) -> list[dict[str, Any]]:
+    faq_id = reply.meta.get("faq_id")
+    return [SlotSet("last_faq_id", faq_id)] if faq_id else []

@@ -1,0 +1,59 @@
+"""FAQ answers: retrieval decides which entry (or abstains); Rasa only routed here."""
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from assistant import faq as faq_service
+
+from .common import (
+    call_service,
+    current_lang,
+    dispatch_reply,
+    latest_entity,
+    latest_text,
+    remember_faq,
+)
+
+
+class ActionAnswerFaq(Action):
+    def name(self) -> str:
+        return "action_answer_faq"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        reply = await call_service(
+            faq_service.answer,
+            latest_text(tracker),
+            current_lang(tracker),
+            previous_faq_id=tracker.get_slot("last_faq_id"),
+        )
+        dispatch_reply(dispatcher, reply)
+        return remember_faq(reply)
+
+
+class ActionAnswerFaqById(Action):
+    """A clarification button (or a typed id) names the entry outright."""
+
+    def name(self) -> str:
+        return "action_answer_faq_by_id"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        faq_id = latest_entity(tracker, "faq_id")
+        if not faq_id:
+            # NLU chose the intent without finding an id: let retrieval read the text.
+            reply = await call_service(
+                faq_service.answer,
+                latest_text(tracker),
+                current_lang(tracker),
+                previous_faq_id=tracker.get_slot("last_faq_id"),
+            )
+        else:
+            reply = await call_service(faq_service.answer_by_id, faq_id, current_lang(tracker))
+        dispatch_reply(dispatcher, reply)
+        return remember_faq(reply)
