@@ -27,8 +27,8 @@ test-py:
 	$(PY) -m pytest -q
 
 test-rasa:
-	@cd bot && PYTHONPATH=$(CURDIR)/bot ../.venv-rasa/bin/rasa data validate --quiet --fail-on-warnings
-	@cd bot && PYTHONPATH=$(CURDIR)/bot ../.venv-rasa/bin/rasa test core --stories tests/ \
+	@cd bot && PYTHONPATH=$(CURDIR)/bot ../.venv-rasa/bin/rasa data validate --quiet
+	@cd bot && PYTHONPATH=$(CURDIR)/bot ../.venv-rasa/bin/rasa test core --e2e --stories tests/ \
 		--model $$(python3 -c 'import json;print(json.load(open("../var/artifacts.json"))["rasa_model"])') \
 		--fail-on-prediction-errors --out ../var/rasa-results --no-plot
 

@@ -56,10 +56,10 @@ def _answer_reply(faq_id: str, lang: str, result: SearchResult | None) -> Reply:
     return Reply(messages, meta)
 
 
-def _entry_buttons(result: SearchResult, lang: str) -> tuple[Button, ...]:
+def _entry_buttons(result: SearchResult, lang: str, floor: float = 0.0) -> tuple[Button, ...]:
     kb = runtime.retriever().kb
     return tuple(Button(entry_title(kb.get(hit.faq_id), lang), _payload("choose_faq", faq_id=hit.faq_id))
-                 for hit in result.results)
+                 for hit in result.results if hit.score >= floor)
 
 
 def _clarify_reply(result: SearchResult, lang: str) -> Reply:
@@ -74,7 +74,7 @@ def _clarify_reply(result: SearchResult, lang: str) -> Reply:
 
 def _no_answer_reply(result: SearchResult, lang: str) -> Reply:
     messages = [Message(text("no_answer", lang))]
-    closest = _entry_buttons(result, lang)
+    closest = _entry_buttons(result, lang, floor=runtime.retriever().params.t_suggest)
     if closest:
         messages.append(Message(text("no_answer_closest", lang), closest))
     meta = {"faq_id": None, "decision": "none", "kb_version": result.kb_version,

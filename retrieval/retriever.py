@@ -43,6 +43,11 @@ class Params:
     t_clarify: float = 0.35           # below this nothing is close: "none"
     calibration: dict = field(default_factory=dict, compare=False)   # how the values were fitted
 
+    @property
+    def t_suggest(self) -> float:
+        """Below a clarification but at least half-way there: worth offering as "related"."""
+        return self.t_clarify / 2
+
     def to_dict(self) -> dict:
         return asdict(self)
 

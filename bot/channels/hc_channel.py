@@ -21,6 +21,9 @@ from rasa.core.channels.channel import (
     UserMessage,
 )
 
+from channels import rasa_patches
+
+rasa_patches.apply()
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "HC_INTERNAL_TOKEN"
@@ -78,6 +81,7 @@ class HCInput(InputChannel):
                 return _error(400, "bad_request", "metadata must be an object")
 
             collector = CollectingOutputChannel()
+            rasa_patches.last_parse.set(None)
             try:
                 await on_new_message(
                     UserMessage(
@@ -95,18 +99,15 @@ class HCInput(InputChannel):
             return response.json(
                 {
                     "messages": collector.messages,
-                    "intent": await _latest_intent(request, sender),
+                    "intent": _intent(rasa_patches.last_parse.get()),
                 }
             )
 
         return hc_webhook
 
 
-async def _latest_intent(request: Request, sender: str) -> Dict[str, Any]:
-    # The tracker store holds the turn just processed; read back what NLU decided.
-    agent = request.app.ctx.agent
-    tracker = await agent.tracker_store.retrieve(sender)
-    intent = (tracker.latest_message.intent if tracker and tracker.latest_message else {}) or {}
+def _intent(parsed: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    intent = (parsed or {}).get("intent") or {}
     return {
         "name": intent.get("name"),
         "confidence": float(intent.get("confidence") or 0.0),
