@@ -21,7 +21,7 @@ run: setup  ## set up, then run the whole stack in the foreground (Ctrl-C stops 
 	@$(PY) -m tools.run_stack
 
 test: setup  ## set up, then run pytest and the Rasa checks
-	@$(MAKE) --no-print-directory test-py test-rasa
+	@$(MAKE) --no-print-directory test-rasa test-py
 
 test-py:
 	$(PY) -m pytest -q
