@@ -49,7 +49,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def drive(base: str, kind: str, questions: list[str], clients: int, total: int) -> dict:
+async def drive(base: str, kind: str, questions: list[str], clients: int, total: int,
+                unique: bool = False) -> dict:
+    """unique: every request a text never seen before (a number appended), so no cache helps."""
     latencies: list[float] = []
     errors = 0
     counter = iter(range(total))
@@ -57,7 +59,7 @@ async def drive(base: str, kind: str, questions: list[str], clients: int, total:
     async def worker(client: httpx.AsyncClient, wid: int) -> None:
         nonlocal errors
         for i in counter:
-            q = questions[i % len(questions)]
+            q = questions[i % len(questions)] + (f" {i}" if unique else "")
             t0 = time.perf_counter()
             if kind == "search":
                 resp = await client.get("/api/v1/faq/search", params={"q": q, "k": 3})
@@ -74,7 +76,8 @@ async def drive(base: str, kind: str, questions: list[str], clients: int, total:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client, w) for w in range(clients)))
         wall = time.perf_counter() - t0
-    return {"endpoint": kind, "clients": clients, "n": len(latencies), "errors": errors,
+    return {"endpoint": kind, "questions": "unique" if unique else "repeated", "clients": clients,
+            "n": len(latencies), "errors": errors,
             "p50_ms": round(percentile(latencies, 0.5), 1), "p95_ms": round(percentile(latencies, 0.95), 1),
             "mean_ms": round(statistics.fmean(latencies), 1), "rps": round(len(latencies) / wall, 1)}
 
@@ -102,18 +105,19 @@ def main() -> None:
             print(f"[bench] mode={mode}: healthy after {startup_s:.1f}s, RSS of all processes {rss:.0f} MB",
                   flush=True)
             for kind in ("search", "chat"):
-                for clients in (1, 16):
-                    n = args.requests if clients > 1 else max(50, args.requests // 4)
-                    row = {"mode": mode, **asyncio.run(drive(base, kind, questions, clients, n))}
-                    rows.append(row)
-                    print(f"[bench] {json.dumps(row)}", flush=True)
+                for unique in (False, True):
+                    for clients in (1, 16):
+                        n = args.requests if clients > 1 else max(50, args.requests // 4)
+                        row = {"mode": mode, **asyncio.run(drive(base, kind, questions, clients, n, unique))}
+                        rows.append(row)
+                        print(f"[bench] {json.dumps(row, ensure_ascii=False)}", flush=True)
             rows.append({"mode": mode, "startup_s": round(startup_s, 1), "rss_mb": round(rss)})
-    print("\n| mode | endpoint | clients | p50 ms | p95 ms | req/s | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| mode | endpoint | questions | clients | p50 ms | p95 ms | req/s | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "endpoint" in r:
-            print(f"| {r['mode']} | {r['endpoint']} | {r['clients']} | {r['p50_ms']} | {r['p95_ms']} "
-                  f"| {r['rps']} | {r['errors']} |")
+            print(f"| {r['mode']} | {r['endpoint']} | {r['questions']} | {r['clients']} | {r['p50_ms']} "
+                  f"| {r['p95_ms']} | {r['rps']} | {r['errors']} |")
     for r in rows:
         if "startup_s" in r:
             print(f"| {r['mode']} | startup to /healthz 200: {r['startup_s']} s | total RSS: {r['rss_mb']} MB |")
