@@ -1,7 +1,8 @@
 """`make bench`: p50/p95 latency of FAQ search and chat at 1 and 16 clients, full vs BM25-only.
 
 Each mode starts the whole stack fresh (tools.stack), records the time to a healthy /healthz and
-the total RSS of its processes, then drives it with closed-loop clients on loopback: a bounded
+the total RSS of its processes, then drives it with closed-loop clients on loopback (a lean
+keep-alive client, tools/loadgen.py, so the load generator takes little of the 2 cores): a bounded
 number of requests per run, questions cycled from the dev set (only read, never trained on).
 """
 from __future__ import annotations
@@ -14,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from core.settings import REPO_ROOT
+from tools.loadgen import Connection
 from tools.stack import running_stack
 
 DEFAULT_QUESTIONS = REPO_ROOT.parent / "shared" / "eval" / "faq_dev.jsonl"
@@ -56,26 +56,31 @@ async def drive(base: str, kind: str, questions: list[str], clients: int, total:
     errors = 0
     counter = iter(range(total))
 
-    async def worker(client: httpx.AsyncClient, wid: int) -> None:
-        nonlocal errors
-        for i in counter:
-            q = questions[i % len(questions)] + (f" {i}" if unique else "")
-            t0 = time.perf_counter()
-            if kind == "search":
-                resp = await client.get("/api/v1/faq/search", params={"q": q, "k": 3})
-            else:
-                resp = await client.post("/api/v1/chat", json={"sender": f"bench-{wid}-{i}", "text": q})
-            latencies.append((time.perf_counter() - t0) * 1000)
-            errors += resp.status_code != 200
+    async def call(conn: Connection, q: str, sender: str) -> int:
+        if kind == "search":
+            status, _ = await conn.request("GET", "/api/v1/faq/search", params={"q": q, "k": 3})
+        else:
+            status, _ = await conn.request("POST", "/api/v1/chat", json_body={"sender": sender, "text": q})
+        return status
 
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        # Warm-up: first requests pay for lazy initialisation, which is not what we measure.
+    async def worker(wid: int) -> None:
+        nonlocal errors
+        async with Connection(base) as conn:
+            for i in counter:
+                q = questions[i % len(questions)] + (f" {i}" if unique else "")
+                t0 = time.perf_counter()
+                status = await call(conn, q, f"bench-{wid}-{i}")
+                latencies.append((time.perf_counter() - t0) * 1000)
+                errors += status != 200
+
+    # Warm-up: first requests pay for lazy initialisation, which is not what we measure.
+    async with Connection(base) as conn:
         for q in questions[:5]:
-            await client.get("/api/v1/faq/search", params={"q": q})
-            await client.post("/api/v1/chat", json={"sender": "bench-warm", "text": q})
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client, w) for w in range(clients)))
-        wall = time.perf_counter() - t0
+            await conn.request("GET", "/api/v1/faq/search", params={"q": q})
+            await conn.request("POST", "/api/v1/chat", json_body={"sender": "bench-warm", "text": q})
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    wall = time.perf_counter() - t0
     return {"endpoint": kind, "questions": "unique" if unique else "repeated", "clients": clients,
             "n": len(latencies), "errors": errors,
             "p50_ms": round(percentile(latencies, 0.5), 1), "p95_ms": round(percentile(latencies, 0.95), 1),
