@@ -32,8 +32,8 @@ test-rasa:
 		--model $$(python3 -c 'import json;print(json.load(open("../var/artifacts.json"))["rasa_model"])') \
 		--fail-on-prediction-errors --out ../var/rasa-results --no-plot
 
-eval: setup  ## FAQ accuracy on the dev set, per language
-	$(PY) -m retrieval eval --dev $(DEV_SET)
+eval: setup  ## FAQ accuracy on the dev set, per language; charts in reports/eval.html
+	$(PY) -m retrieval eval --dev $(DEV_SET) --report reports
 
 bench: setup  ## latency of search and chat at 1 and 16 clients, full vs BM25-only
 	$(PY) -m tools.bench

@@ -2,7 +2,8 @@
 
   python -m retrieval build --kb kb/faq_zh.md --model DIR --out DIR
   python -m retrieval search "健康码能截图吗" [--k 3] [--index DIR --model DIR | --bm25-only]
-  python -m retrieval eval --dev PATH [--index DIR --model DIR | --bm25-only] [--misses]
+  python -m retrieval eval --dev PATH [--index DIR --model DIR | --bm25-only] [--misses] [--report DIR]
+  python -m retrieval report [--since DAYS] [--limit N] [--json]   # what users asked that the KB lacks
 
 Without --index, search and eval build a calibrated retriever in memory (slower start).
 """
@@ -66,14 +67,47 @@ def cmd_eval(args) -> int:
     retriever = _retriever(args)
     outcomes = evaluate.run(retriever, evaluate.load_cases(args.dev), k=3)
     rep = evaluate.report(outcomes)
+    mode = "bm25-only" if retriever.params.bm25_only else "bm25+dense"
     if args.json:
         print(json.dumps(rep, indent=2))
     else:
-        mode = "bm25-only" if retriever.params.bm25_only else "bm25+dense"
         print(f"{args.dev} ({mode})")
         print(evaluate.format_report(rep))
     if args.misses:
         print("\n".join(evaluate.misses(outcomes)))
+    if args.report:
+        from retrieval.report_html import write_report
+
+        html_path, json_path = write_report(outcomes, retriever, args.report, dev_path=str(args.dev),
+                                            mode=mode)
+        print(f"report: {html_path.resolve()} (data: {json_path.resolve()})", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_report(args) -> int:
+    """The questions the bot could not answer (stored by assistant.feedback), grouped."""
+    from assistant import feedback
+    from retrieval import gaps
+
+    rows = feedback.unanswered(args.since)
+    groups = gaps.group_questions(rows, threshold=args.similarity)
+    bad = feedback.not_helpful_by_entry(args.since)
+    if args.json:
+        print(json.dumps({"since_days": args.since, "questions": len(rows),
+                          "groups": [g.to_dict() for g in groups[:args.limit or None]],
+                          "not_helpful": [b.__dict__ for b in bad]}, ensure_ascii=False, indent=2))
+        return 0
+    period = f"the last {args.since:g} days" if args.since is not None else "all time"
+    print(f"Questions the bot could not answer, {period}: {len(rows)} in {len(groups)} groups "
+          f"(database {feedback.database_label()})")
+    if groups:
+        shown = min(len(groups), args.limit) if args.limit else len(groups)
+        print(f"most frequent first{f', top {shown}' if shown < len(groups) else ''}:\n")
+        print(gaps.format_groups(groups, args.limit))
+    if bad:
+        print("\nAnswers marked not helpful (entry: not helpful / all presses):")
+        for b in bad:
+            print(f"  {b.faq_id or '(no entry)'}: {b.not_helpful} / {b.total}")
     return 0
 
 
@@ -106,7 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dev", type=Path, required=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--misses", action="store_true", help="list the questions it got wrong")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="also write DIR/eval.html (charts inline) and DIR/eval.json")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="questions the bot could not answer, grouped, most frequent first")
+    p.add_argument("--since", type=float, metavar="DAYS", help="only the last DAYS days (default: all)")
+    p.add_argument("--limit", type=int, default=30, metavar="N", help="groups to show (0: all; default 30)")
+    p.add_argument("--similarity", type=float, default=0.6,
+                   help="character-bigram Dice at which two texts count as one question (default 0.6)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -31,6 +31,12 @@ class Outcome:
     decision: str
     ranked: tuple[str, ...]
     seconds: float
+    scores: tuple[float, ...] = ()    # fused scores of `ranked`, same order
+
+    @property
+    def top_score(self) -> float:
+        # No hits at all (greetings, noise) is as far from answering as a score can be.
+        return self.scores[0] if self.scores else 0.0
 
     @property
     def in_scope(self) -> bool:
@@ -64,7 +70,8 @@ def run(retriever: Retriever, cases: list[Case], k: int = 3) -> list[Outcome]:
         t0 = time.perf_counter()
         res = retriever.search(case.q, k=k)
         dt = time.perf_counter() - t0
-        out.append(Outcome(case, res.decision, tuple(h.faq_id for h in res.results), dt))
+        out.append(Outcome(case, res.decision, tuple(h.faq_id for h in res.results), dt,
+                           tuple(float(h.score) for h in res.results)))
     return out
 
 
@@ -126,3 +133,45 @@ def misses(outcomes: list[Outcome]) -> list[str]:
             continue
         out.append(f"[{o.decision:7}] {o.case.q!r} accept={list(o.case.accept)} got={list(o.ranked)}")
     return out
+
+
+def per_entry(outcomes: list[Outcome], entry_ids: tuple[str, ...] = ()) -> list[dict]:
+    """Accuracy per KB entry over the questions it answers (a question accepting two entries
+    counts under both), and how often the bot answered *with* this entry wrongly."""
+    ids = list(entry_ids) + sorted({i for o in outcomes for i in o.case.accept} - set(entry_ids))
+    rows = []
+    for faq_id in ids:
+        mine = [o for o in outcomes if faq_id in o.case.accept]
+        wrongly = sum(o.answered and o.ranked[:1] == (faq_id,) and faq_id not in o.case.accept
+                      for o in outcomes)
+        n = len(mine)
+        rows.append({
+            "faq_id": faq_id, "n": n,
+            "hit@1": sum(o.hit(1) for o in mine) / n if n else None,
+            "hit@3": sum(o.hit(3) for o in mine) / n if n else None,
+            "answered_correct": sum(o.answered_correct for o in mine) / n if n else None,
+            "clarified": sum(o.decision == "clarify" for o in mine),
+            "none": sum(o.decision == "none" for o in mine),
+            "wrongly_answered_as": wrongly,
+        })
+    return rows
+
+
+def confusion(outcomes: list[Outcome]) -> list[dict]:
+    """In-scope questions whose top-1 was wrong, grouped by (expected, got), most frequent first."""
+    groups: dict[tuple[str, str], list[Outcome]] = {}
+    for o in outcomes:
+        if o.in_scope and o.ranked and not o.hit(1):
+            groups.setdefault((" | ".join(o.case.accept), o.ranked[0]), []).append(o)
+    rows = [{"expected": exp, "got": got, "count": len(os_),
+             "answered": sum(o.answered for o in os_),
+             "hit@3": sum(o.hit(3) for o in os_),
+             "examples": [o.case.q for o in os_]}
+            for (exp, got), os_ in groups.items()]
+    return sorted(rows, key=lambda r: (-r["count"], -r["answered"], r["expected"], r["got"]))
+
+
+def outcome_dict(o: Outcome) -> dict:
+    return {"q": o.case.q, "accept": list(o.case.accept), "lang": o.case.lang,
+            "decision": o.decision, "ranked": list(o.ranked), "scores": list(o.scores),
+            "hit@1": o.hit(1) if o.in_scope else None, "ms": round(o.seconds * 1000, 2)}

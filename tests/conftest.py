@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,5 +15,7 @@ if _ARTIFACTS.exists():
         os.environ.setdefault("HC_MODEL_DIR", _art["model_dir"])
     if _art.get("index_dir"):
         os.environ.setdefault("HC_INDEX_DIR", _art["index_dir"])
+# Tests never write into the working copy's var/hc.db.
+os.environ.setdefault("HC_DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='hc-test-')}/hc.db")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,0 +1,130 @@
+"""Engine, sessions and migrations for the app's own tables (feedback now; accounts, tickets later)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.settings import Settings, get_settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Any constant will do: it only has to be the same in every process that migrates this database.
+_PG_MIGRATION_LOCK = 0x48434D47   # "HCMG"
+# Alembic's `context`/`op` are module-level proxies: two migrations in one process at once
+# (start-up and a lazy first use) would trample each other, so they take turns.
+_migrate_lock = threading.Lock()
+
+
+def database_url(settings: Settings | None = None, url: str | URL | None = None) -> URL:
+    """HC_DATABASE_URL (or the SQLite file under var/) with the driver we ship made explicit.
+
+    `postgresql://` and `postgres://` mean psycopg 3 here; SQLAlchemy would otherwise pick
+    psycopg2, which is not installed."""
+    if url is None:
+        url = (settings or get_settings()).db_url
+    url = make_url(url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def get_engine(settings: Settings | None = None, *, url: str | URL | None = None, **kwargs) -> Engine:
+    url = database_url(settings, url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, **kwargs)
+    # pre_ping: a PostgreSQL restart (or an idle timeout on a proxy) leaves dead pooled connections.
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_engine(url: URL, **kwargs) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # Several worker threads write feedback at once: wait for the lock instead of failing.
+    kwargs.setdefault("connect_args", {}).setdefault("timeout", 15)
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        # WAL: readers (the report, the agent panel) never block the chat's writes. NORMAL sync is
+        # durable across an app crash, which is what matters for feedback rows.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    # Rows outlive their session (they are returned to callers and formatted later).
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(connection=None):
+    """An Alembic config without an ini file; `store/alembic.ini` is only for the alembic CLI."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to `revision`; a no-op when it is there already.
+
+    One transaction for the whole upgrade; on PostgreSQL an advisory lock taken inside it makes
+    concurrent start-ups (several app processes) wait for each other instead of racing to create
+    the same tables."""
+    from alembic import command
+
+    with _migrate_lock, engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+        command.upgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+# --- the process's database ---------------------------------------------------------------------
+# One engine per process, shared by every service that stores something (feedback now, accounts
+# and tickets later). Created and migrated on first use, not at import.
+_default_lock = threading.Lock()
+_default: sessionmaker[Session] | None = None
+
+
+def default_sessions() -> sessionmaker[Session]:
+    """The session factory on the settings' database (migrated to head on first call)."""
+    global _default
+    current = _default
+    if current is not None:
+        return current
+    with _default_lock:
+        if _default is None:
+            engine = get_engine(get_settings())
+            migrate(engine)
+            _default = session_factory(engine)
+        return _default
+
+
+def dispose_default() -> None:
+    """Close the process's pool (shutdown, or tests that changed HC_DATABASE_URL)."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            bind = _default.kw.get("bind")
+            if bind is not None:
+                bind.dispose()
+        _default = None

@@ -1,0 +1,63 @@
+"""Table models. The schema itself is created and changed only by the migrations under migrations/.
+
+Every text column that can hold something a user typed is stored masked (core.pii.mask_text);
+conversation ids are stored as a hash so rows can be counted per conversation but not traced back.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints and indexes, so later migrations (and SQLite batch mode) can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+UNANSWERED_DECISIONS = ("none", "clarify", "not_helpful")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class FaqFeedback(Base):
+    """One press of "was this helpful?" under an answer."""
+    __tablename__ = "faq_feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    conversation: Mapped[str] = mapped_column(String(64), index=True)
+    faq_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    helpful: Mapped[bool] = mapped_column(Boolean)
+    lang: Mapped[str] = mapped_column(String(16))
+    kb_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class UnansweredQuestion(Base):
+    """A question the bot did not answer outright (none, clarify) or whose answer was not helpful."""
+    __tablename__ = "unanswered_question"
+    __table_args__ = (
+        CheckConstraint("decision IN ('none', 'clarify', 'not_helpful')", name="decision"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    conversation: Mapped[str] = mapped_column(String(64), index=True)
+    text_masked: Mapped[str] = mapped_column(Text)
+    # Grouping key: simplified, lower-case, no punctuation (retrieval.text.match_key of the masked text).
+    text_normalised: Mapped[str] = mapped_column(String(500), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    # [{"faq_id": str, "score": float | None}, ...] best first: what the bot offered, if anything.
+    candidates: Mapped[list] = mapped_column(JSON, default=list)
+    lang: Mapped[str] = mapped_column(String(16))
+    kb_version: Mapped[str | None] = mapped_column(String(64))
