@@ -5,7 +5,10 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from accounts import service as accounts
+from accounts.sessions import AgentIdentity
 from api.errors import ApiError
 from assistant.rasa_client import RasaClient
 from core.settings import Settings
@@ -39,3 +42,54 @@ def require_internal(request: Request) -> None:
     given = request.query_params.get("token") or request.headers.get("x-hc-internal-token")
     if not same_secret(given, settings.internal_token):
         raise ApiError(403, "forbidden", "internal route")
+
+
+def require_admin(request: Request) -> None:
+    """Admin routes: `Authorization: Bearer $HC_ADMIN_TOKEN`, compared in constant time.
+
+    401 without a bearer token, 403 with a wrong one, 503 when no admin token is configured
+    (admin routes are off rather than open)."""
+    settings: Settings = request.app.state.settings
+    if not settings.admin_token:
+        raise ApiError(503, "admin_disabled", "admin disabled: HC_ADMIN_TOKEN is not set")
+    given = bearer(request)
+    if given is None:
+        raise StarletteHTTPException(401, "admin token required (Authorization: Bearer ...)",
+                                     headers={"WWW-Authenticate": "Bearer"})
+    if not same_secret(given, settings.admin_token):
+        raise ApiError(403, "forbidden", "wrong admin token")
+
+
+AdminDep = Depends(require_admin)
+
+
+def current_user(request: Request) -> str | None:
+    """The signed-in user: the user_id of the bearer session token, None without a token.
+
+    The only way a request names an account: never a user_id from the body or the query.
+    An unknown or expired token is a 401 (the client must sign in again), not anonymous."""
+    token = bearer(request)
+    if token is None:
+        return None
+    user_id = accounts.user_for_token(token)
+    if user_id is None:
+        raise ApiError(401, "invalid_token", "unknown or expired session token")
+    return user_id
+
+
+def require_agent(request: Request) -> AgentIdentity:
+    """Agent routes: `Authorization: Bearer <agent token>`; 401 without, 403 for an unknown one.
+
+    Returns the agent: its `actor` (not its name) goes into the audit."""
+    token = bearer(request)
+    if token is None:
+        raise StarletteHTTPException(401, "agent token required (Authorization: Bearer ...)",
+                                     headers={"WWW-Authenticate": "Bearer"})
+    agent = accounts.agent_for_token(token)
+    if agent is None:
+        raise ApiError(403, "forbidden", "unknown agent token")
+    return agent
+
+
+CurrentUser = Annotated[str | None, Depends(current_user)]
+CurrentAgent = Annotated[AgentIdentity, Depends(require_agent)]

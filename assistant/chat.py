@@ -56,7 +56,9 @@ def _shape(turn_messages: list[dict[str, Any]], meta: dict[str, Any]) -> list[di
 
 
 async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | None = None,
-                   max_chars: int = 2000, lang_hint: str | None = None) -> ChatResult:
+                   max_chars: int = 2000, lang_hint: str | None = None,
+                   names: tuple[str, ...] = ()) -> ChatResult:
+    """names: the signed-in user's own personal strings (names, ID numbers) to mask in the text."""
     started = time.perf_counter()
     cleaned = clean(text, max_chars=20000)
     if not cleaned:
@@ -68,8 +70,9 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
         messages = [{"text": fixed_text("too_long", lang), "buttons": []}]
         return ChatResult(localise(messages, lang), meta)
 
-    # The bot never needs the digits of an ID or phone number: mask them before Rasa stores the turn.
-    bot_text = cleaned if is_payload else mask_text(cleaned)
+    # The bot never needs the digits of an ID or phone number, nor the user's name: mask them
+    # before Rasa stores the turn in its tracker.
+    bot_text = cleaned if is_payload else mask_text(cleaned, names)
     metadata = {"lang": lang, "signed_in": user_id is not None}
     if user_id is not None:
         metadata["user_id"] = user_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,6 +44,14 @@ class Settings(BaseSettings):
 
     chat_timeout_s: float = 10.0
     max_text_chars: int = 2000
+
+    # Account state: the built-in store (the app's database), or the upstream platform's API
+    # (GET {url}/accounts/{user_id}, bearer token). Sessions, agents and the audit stay built-in.
+    account_source: Literal["builtin", "http"] = "builtin"
+    account_upstream_url: str | None = None
+    account_upstream_token: str | None = None
+    account_upstream_timeout_s: float = 5.0
+    session_ttl_s: int = 24 * 3600
 
     def sqlite_url(self) -> str:
         return f"sqlite:///{self.var_dir / 'hc.db'}"

@@ -61,3 +61,49 @@ class UnansweredQuestion(Base):
     candidates: Mapped[list] = mapped_column(JSON, default=list)
     lang: Mapped[str] = mapped_column(String(16))
     kb_version: Mapped[str | None] = mapped_column(String(64))
+
+
+# --- accounts (accounts/): account state, user sessions, agents, the read audit ------------------
+class AccountRow(Base):
+    """One user's account document (diagnosis.account), as the admin route last stored it.
+
+    The document is the platform's record and is kept whole (rules need the real values); it
+    leaves this table only through Account.masked_document() unless it goes to the rules."""
+    __tablename__ = "accounts"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    document: Mapped[dict] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserSession(Base):
+    """A user session token, stored only as its SHA-256: a copy of this table signs nobody in."""
+    __tablename__ = "user_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Agent(Base):
+    """A hotline agent's bearer token (hashed) for the agent routes."""
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AccountRead(Base):
+    """One read of an account: who (actor), when, whose, in which conversation (hashed), why."""
+    __tablename__ = "account_reads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    conversation: Mapped[str | None] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    found: Mapped[bool] = mapped_column(Boolean)

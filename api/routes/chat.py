@@ -1,9 +1,16 @@
-from fastapi import APIRouter, Request
+"""POST /api/v1/chat: one user turn, anonymous or signed in with a user session token."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import RasaDep, SettingsDep, bearer
+from accounts import service as accounts
+from accounts.source import SourceUnavailable
+from api.deps import CurrentUser, RasaDep, SettingsDep
 from api.errors import ApiError
-from assistant.chat import EmptyText, converse
+from assistant.chat import EmptyText, converse, rasa_sender
 from assistant.rasa_client import BotUnavailable
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
@@ -37,13 +44,29 @@ class ChatOut(BaseModel):
     meta: MetaOut
 
 
-@router.post("/chat", response_model=ChatOut)
-async def chat(body: ChatIn, request: Request, rasa: RasaDep, settings: SettingsDep):
-    """One user message in, the bot's messages out. A bearer session token binds it to an account."""
-    if bearer(request) is not None:
-        raise ApiError(401, "invalid_token", "unknown or expired session token")
+async def _own_names(user_id: str, sender: str) -> tuple[str, ...]:
+    """The signed-in user's names and ID numbers, to mask in what they type (an audited read).
+
+    Masking is best effort on top of the regexes: an unreachable source must not stop the chat."""
     try:
-        result = await converse(rasa, body.sender, body.text, max_chars=settings.max_text_chars)
+        account = await asyncio.to_thread(accounts.read_account_for, user_id,
+                                          conversation_id=rasa_sender(sender, user_id),
+                                          actor="chat", purpose="mask_input")
+    except SourceUnavailable:
+        return ()
+    return accounts.personal_strings(account)
+
+
+@router.post("/chat", response_model=ChatOut)
+async def chat(body: ChatIn, rasa: RasaDep, settings: SettingsDep, user_id: CurrentUser):
+    """One user message in, the bot's messages out.
+
+    The account is the bearer session token's user (CurrentUser) and nobody else's: no body
+    field can name a user. No token: anonymous (FAQ only); an unknown or expired one: 401."""
+    names = await _own_names(user_id, body.sender) if user_id is not None else ()
+    try:
+        result = await converse(rasa, body.sender, body.text, user_id=user_id,
+                                max_chars=settings.max_text_chars, names=names)
     except EmptyText:
         raise ApiError(422, "empty_text", "text must contain a question") from None
     except BotUnavailable:

@@ -1,0 +1,134 @@
+"""What the API routes and the bot's actions call: accounts (audited reads), sessions, agents.
+
+    put_account("demo-0001", account)                      # admin: create or replace
+    read_account_for("demo-0001", conversation_id=sender,  # every read leaves an audit row;
+                     actor="bot", purpose="diagnosis")     # None when the source has no account
+    token, expires_at = create_session("demo-0001")        # admin: stands in for the channel login
+    user_for_token(token)                                  # the chat route: token → user_id | None
+
+The database is the process's shared one (store.default_sessions) and the account source is
+chosen by settings (HC_ACCOUNT_SOURCE), both on first use; `configure()` points the service
+elsewhere (tests). Calls are synchronous: callers run them in worker threads.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from accounts import audit
+from accounts import sessions as tokens
+from accounts.source import AccountSource, HttpAccountSource, SqlAccountStore
+from core.logs import log_event
+from core.settings import Settings, get_settings
+from diagnosis.account import Account
+from store import default_sessions, session_factory
+
+log = logging.getLogger("hc.accounts")
+
+_lock = threading.Lock()
+_sessions: sessionmaker[Session] | None = None
+_source: AccountSource | None = None
+
+
+# --- where things are ---------------------------------------------------------------------------
+def configure(target: Engine | sessionmaker | None, *, source: AccountSource | None = None) -> None:
+    """Use this (migrated) database from now on, and this account source (default: the built-in
+    store on that database, or what settings say when target is None)."""
+    global _sessions, _source
+    with _lock:
+        _sessions = target if target is None or isinstance(target, sessionmaker) else session_factory(target)
+        _source = source
+
+
+def sessions() -> sessionmaker[Session]:
+    current = _sessions
+    return current if current is not None else default_sessions()
+
+
+def source_from_settings(settings: Settings, db: sessionmaker[Session]) -> AccountSource:
+    if settings.account_source == "http":
+        return HttpAccountSource(settings.account_upstream_url or "", settings.account_upstream_token,
+                                 timeout_s=settings.account_upstream_timeout_s)
+    return SqlAccountStore(db)
+
+
+def source() -> AccountSource:
+    global _source
+    current = _source
+    if current is not None:
+        return current
+    with _lock:
+        if _source is None:
+            _source = (SqlAccountStore(_sessions) if _sessions is not None
+                       else source_from_settings(get_settings(), default_sessions()))
+        return _source
+
+
+def user_ref(user_id: str) -> str:
+    """What logs carry instead of a user_id (a platform may use a phone number as the id)."""
+    return hashlib.sha256(f"hc-user:{user_id}".encode()).hexdigest()[:12]
+
+
+# --- accounts -----------------------------------------------------------------------------------
+def put_account(user_id: str, account: Account) -> datetime:
+    """Create or replace the user's account (raises ReadOnlySource for the upstream source)."""
+    updated_at = source().put(user_id, account)
+    log_event(log, "account_stored", user=user_ref(user_id), fields=sorted(account.document()))
+    return updated_at
+
+
+def read_account_for(user_id: str, *, conversation_id: str | None, actor: str,
+                     purpose: str = "diagnosis") -> Account | None:
+    """The user's account, after writing the audit row for this read.
+
+    The audit is not optional: when its row cannot be written the read fails (the exception
+    propagates) rather than hand out an account nobody will know was looked at. Raises
+    SourceUnavailable when the source cannot answer."""
+    account = source().get(user_id)
+    with sessions().begin() as session:
+        audit.record_read(session, user_id=user_id, actor=actor, purpose=purpose,
+                          conversation_id=conversation_id, found=account is not None)
+    log_event(log, "account_read", user=user_ref(user_id), actor=actor, purpose=purpose,
+              found=account is not None,
+              conversation=None if conversation_id is None else audit.conversation_ref(conversation_id))
+    return account
+
+
+def personal_strings(account: Account | None) -> tuple[str, ...]:
+    """The user's and family's names, ID and phone numbers: what to mask in the user's own text.
+
+    Regexes catch the usual ID and phone shapes, not a name, nor every permit number format."""
+    if account is None:
+        return ()
+    values = [account.name, account.id_number, account.phone]
+    for member in account.family or ():
+        values += [member.name, member.id_number]
+    # Longest first: a family member's name containing the user's must not be half-masked.
+    return tuple(sorted({v for v in values if isinstance(v, str) and len(v) >= 2}, key=len, reverse=True))
+
+
+# --- sessions and agents ------------------------------------------------------------------------
+def create_session(user_id: str, *, ttl_s: float | None = None) -> tuple[str, datetime]:
+    ttl = ttl_s if ttl_s is not None else get_settings().session_ttl_s
+    token, expires_at = tokens.create_session(sessions(), user_id, ttl_s=ttl)
+    log_event(log, "session_created", user=user_ref(user_id), expires_at=expires_at.isoformat())
+    return token, expires_at
+
+
+def user_for_token(token: str | None) -> str | None:
+    return tokens.resolve(sessions(), token)
+
+
+def create_agent(name: str) -> tuple[int, str]:
+    agent_id, token = tokens.create_agent(sessions(), name)
+    log_event(log, "agent_created", agent_id=agent_id)
+    return agent_id, token
+
+
+def agent_for_token(token: str | None) -> tokens.AgentIdentity | None:
+    return tokens.resolve_agent(sessions(), token)
