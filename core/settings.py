@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     account_upstream_token: str | None = None
     account_upstream_timeout_s: float = 5.0
     session_ttl_s: int = 24 * 3600
+    # HC_DEMO=1 loads the fictitious demo-* accounts and opens /api/v1/demo/sessions to sign in as them.
+    demo: bool = False
 
     def sqlite_url(self) -> str:
         return f"sqlite:///{self.var_dir / 'hc.db'}"
