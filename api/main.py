@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+import store
 from api import errors
 from api.middleware import RequestContext
-from api.routes import actions, chat, faq, health
+from api.routes import accounts, actions, admin, agents, chat, demo, faq, health, sessions
 from assistant import runtime
 from assistant.rasa_client import RasaClient
 from core import logs
@@ -54,7 +55,16 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
         app.state.rasa = RasaClient(settings.rasa_url, settings.internal_token, settings.chat_timeout_s)
         app.state.executor = actions.make_executor()
         task = asyncio.create_task(_load_in_background(settings)) if load_index else None
+        # Migrations run once here, before the first request can need the database.
+        await asyncio.to_thread(store.default_sessions)
+        if settings.demo:
+            from accounts import demo
+            from assistant.diagnose import china_today
+
+            loaded = await asyncio.to_thread(demo.load, china_today())
+            logs.log_event(log, "demo_accounts_loaded", count=len(loaded))
         yield
+        store.dispose_default()
         if task and not task.done():
             task.cancel()
         await app.state.rasa.close()
@@ -63,7 +73,8 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(RequestContext)
-    for router in (health.router, faq.router, chat.router, actions.router):
+    for router in (health.router, faq.router, chat.router, actions.router, admin.router,
+                   accounts.router, sessions.router, agents.router, demo.router):
         app.include_router(router)
     return app
 

@@ -1,33 +1,62 @@
-"""Answer a question from the FAQ: the one service behind the bot's FAQ action and the search route."""
+"""Answer a question from the FAQ: the one service behind the bot's FAQ action and the search route.
+
+Three outcomes, decided by the retriever's calibrated thresholds (never by numbers here):
+  answer   the entry's answer, then "was this helpful?" buttons
+  clarify  a close call: the top entries as buttons (KB 标题, or the English question for English
+           users), plus 都不是 (/deny) and 转人工 (/request_human)
+  none     nothing close: say so and give the hotline (with the nearest entries if any are near)
+Every reply's meta carries the KB version it came from.
+"""
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 
-from assistant import runtime
+from assistant import feedback, followup, runtime
 from assistant.texts import text
 from assistant.types import Button, Message, Reply
 from retrieval.types import FaqEntry, SearchResult
+
+log = logging.getLogger("hc.faq")
+
+SHOWN = 3   # entries offered as buttons when asking back
 
 
 def search(query: str, k: int = 3) -> SearchResult:
     return runtime.retriever().search(query, k=k)
 
 
-def answer(text_in: str, lang: str = "zh", *, previous_faq_id: str | None = None) -> Reply:
-    result = search(text_in, k=3)
+def answer(text_in: str, lang: str = "zh", *, previous_faq_id: str | None = None,
+           conversation_id: str | None = None) -> Reply:
+    # One retriever for the whole turn: a KB reload swapping the index in between must not
+    # leave this reply half on the old KB (an id the new one lacks) and half on the new.
+    retriever = runtime.retriever()
+    every = len(retriever.kb.entries)   # all scores, so a follow-up can compare within a section
+    resolved = followup.resolve(text_in, previous_faq_id, retriever.kb,
+                                lambda q: retriever.search(q, k=every), retriever.params.margin)
+    result = replace(resolved.result, results=resolved.result.results[:SHOWN])
     if result.decision == "answer" and result.top:
-        return _answer_reply(result.top.faq_id, lang, result)
-    if result.decision == "clarify":
-        return _clarify_reply(result, lang)
-    return _no_answer_reply(result, lang)
+        reply = _answer_reply(retriever, result.top.faq_id, lang, result)
+    elif result.decision == "clarify":
+        reply = _clarify_reply(retriever, result, lang)
+    else:
+        reply = _no_answer_reply(retriever, result, lang)
+    if resolved.how != "plain":
+        reply.meta["followup_of"] = previous_faq_id
+    if result.decision != "answer":
+        _remember_unanswered(conversation_id, text_in, result, lang)
+    return reply
 
 
 def answer_by_id(faq_id: str, lang: str = "zh") -> Reply:
     """A clarification button was pressed: answer that entry (an unknown id gets the no-answer reply)."""
-    kb = runtime.retriever().kb
+    retriever = runtime.retriever()
+    kb = retriever.kb
     if faq_id not in kb.ids:
-        return _no_answer_reply(SearchResult(query="", decision="none", kb_version=kb.version), lang)
-    return _answer_reply(faq_id, lang, None)
+        return _no_answer_reply(retriever, SearchResult(query="", decision="none", kb_version=kb.version),
+                                lang)
+    return _answer_reply(retriever, faq_id, lang, None)
 
 
 def entry_answer(entry: FaqEntry, lang: str) -> str:
@@ -39,44 +68,58 @@ def entry_title(entry: FaqEntry, lang: str) -> str:
 
 
 def _payload(intent: str, **entities: str) -> str:
-    return f"/{intent}{json.dumps(entities, ensure_ascii=False, separators=(',', ':'))}" if entities else f"/{intent}"
+    if not entities:
+        return f"/{intent}"
+    return f"/{intent}{json.dumps(entities, ensure_ascii=False, separators=(',', ':'))}"
 
 
-def _answer_reply(faq_id: str, lang: str, result: SearchResult | None) -> Reply:
-    kb = runtime.retriever().kb
+def _remember_unanswered(conversation_id: str | None, text_in: str, result: SearchResult, lang: str) -> None:
+    # The feedback store lists what the bot could not answer for the KB editors; it is optional
+    # here (a build without it, or a database that is down, must still answer the user).
+    record = getattr(feedback, "record_unanswered", None)
+    if record is None or conversation_id is None:
+        return
+    try:
+        record(conversation_id, text_in, result.decision, result.results, lang, result.kb_version)
+    except Exception:
+        log.exception("recording an unanswered question failed")
+
+
+def _answer_reply(retriever, faq_id: str, lang: str, result: SearchResult | None) -> Reply:
+    kb = retriever.kb
     entry = kb.get(faq_id)
-    feedback = (
+    buttons = (
         Button(text("helpful_yes", lang), _payload("feedback", helpful="yes", faq_id=faq_id)),
         Button(text("helpful_no", lang), _payload("feedback", helpful="no", faq_id=faq_id)),
     )
-    messages = (Message(entry_answer(entry, lang)), Message(text("helpful_prompt", lang), feedback))
-    meta = {"faq_id": faq_id, "decision": "answer", "kb_version": kb.version,
+    messages = (Message(entry_answer(entry, lang)), Message(text("helpful_prompt", lang), buttons))
+    meta = {"faq_id": faq_id, "decision": "answer", "kb_version": kb.version, "lang": lang,
             "score": round(result.top.score, 4) if result and result.top else None,
             "diagnosis_topics": list(entry.diagnosis)}
     return Reply(messages, meta)
 
 
-def _entry_buttons(result: SearchResult, lang: str, floor: float = 0.0) -> tuple[Button, ...]:
-    kb = runtime.retriever().kb
+def _entry_buttons(retriever, result: SearchResult, lang: str, floor: float = 0.0) -> tuple[Button, ...]:
+    kb = retriever.kb
     return tuple(Button(entry_title(kb.get(hit.faq_id), lang), _payload("choose_faq", faq_id=hit.faq_id))
-                 for hit in result.results if hit.score >= floor)
+                 for hit in result.results if hit.score >= floor and hit.faq_id in kb.ids)
 
 
-def _clarify_reply(result: SearchResult, lang: str) -> Reply:
-    buttons = _entry_buttons(result, lang) + (
+def _clarify_reply(retriever, result: SearchResult, lang: str) -> Reply:
+    buttons = _entry_buttons(retriever, result, lang) + (
         Button(text("none_of_these", lang), "/deny"),
         Button(text("to_human", lang), "/request_human"),
     )
-    meta = {"faq_id": None, "decision": "clarify", "kb_version": result.kb_version,
+    meta = {"faq_id": None, "decision": "clarify", "kb_version": result.kb_version, "lang": lang,
             "candidates": [h.faq_id for h in result.results]}
     return Reply((Message(text("clarify", lang), buttons),), meta)
 
 
-def _no_answer_reply(result: SearchResult, lang: str) -> Reply:
+def _no_answer_reply(retriever, result: SearchResult, lang: str) -> Reply:
     messages = [Message(text("no_answer", lang))]
-    closest = _entry_buttons(result, lang, floor=runtime.retriever().params.t_suggest)
+    closest = _entry_buttons(retriever, result, lang, floor=retriever.params.t_suggest)
     if closest:
         messages.append(Message(text("no_answer_closest", lang), closest))
-    meta = {"faq_id": None, "decision": "none", "kb_version": result.kb_version,
+    meta = {"faq_id": None, "decision": "none", "kb_version": result.kb_version, "lang": lang,
             "candidates": [h.faq_id for h in result.results]}
     return Reply(tuple(messages), meta)

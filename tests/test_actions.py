@@ -20,7 +20,7 @@ from assistant.types import Button, Message, Reply
 from bot.actions import faq as faq_actions
 from bot.actions import feedback as feedback_actions
 from bot.actions import handoff as handoff_actions
-from bot.actions.slots import ValidateSlotMappings, normalise_lang
+from bot.components.lang import lang_entity, normalise_lang
 
 DOMAIN_FILE = Path(__file__).resolve().parent.parent / "bot" / "domain.yml"
 
@@ -102,7 +102,9 @@ def test_answer_faq_passes_text_lang_and_previous_entry(monkeypatch):
 
     run(faq_actions.ActionAnswerFaq(), tracker)
 
-    assert answer.calls == [(("健康码能截图吗", "en"), {"previous_faq_id": "family.quota"})]
+    assert answer.calls == [
+        (("健康码能截图吗", "en"), {"previous_faq_id": "family.quota", "conversation_id": "conv-1"})
+    ]
 
 
 def test_answer_faq_dispatches_messages_buttons_then_meta(monkeypatch):
@@ -120,7 +122,7 @@ def test_answer_faq_dispatches_messages_buttons_then_meta(monkeypatch):
     assert len(messages) == 3
     assert messages[2]["custom"] == {"meta": {"faq_id": "personal.screenshot", "decision": "answer"}}
     assert messages[2]["text"] is None
-    assert events == [SlotSet("last_faq_id", "personal.screenshot")]
+    assert events == [SlotSet("last_faq_id", "personal.screenshot"), SlotSet("faq_decision", "answer")]
 
 
 def test_answer_faq_keeps_last_faq_id_when_no_entry_was_answered(monkeypatch):
@@ -130,7 +132,8 @@ def test_answer_faq_keeps_last_faq_id_when_no_entry_was_answered(monkeypatch):
         faq_actions.ActionAnswerFaq(), make_tracker("健康码", slots={"last_faq_id": "family.quota"})
     )
 
-    assert events == []
+    # The follow-up topic stays the last answered entry; the decision lets 都不是 be understood.
+    assert events == [SlotSet("faq_decision", "clarify")]
     assert messages[0]["buttons"][0]["payload"] == '/choose_faq{"faq_id":"personal.screenshot"}'
     assert messages[-1]["custom"] == {"meta": {"faq_id": None, "decision": "clarify"}}
 
@@ -160,7 +163,7 @@ def test_answer_by_id_uses_the_button_entity(monkeypatch):
 
     assert by_id.calls == [(("personal.screenshot", "zh-hant"), {})]
     assert answer.calls == []
-    assert events == [SlotSet("last_faq_id", "personal.screenshot")]
+    assert events == [SlotSet("last_faq_id", "personal.screenshot"), SlotSet("faq_decision", "answer")]
     assert messages[-1]["custom"]["meta"]["faq_id"] == "personal.screenshot"
 
 
@@ -173,7 +176,7 @@ def test_answer_by_id_without_an_id_lets_retrieval_read_the_text(monkeypatch):
     run(faq_actions.ActionAnswerFaqById(), make_tracker("选截图那个", intent="choose_faq"))
 
     assert by_id.calls == []
-    assert answer.calls == [(("选截图那个", "zh"), {"previous_faq_id": None})]
+    assert answer.calls == [(("选截图那个", "zh"), {"previous_faq_id": None, "conversation_id": "conv-1"})]
 
 
 # --- feedback ----------------------------------------------------------------------------
@@ -284,15 +287,46 @@ DOMAIN = yaml.safe_load(DOMAIN_FILE.read_text(encoding="utf-8"))
 
 @pytest.mark.parametrize(
     ("metadata", "expected"),
-    [({}, "zh"), ({"lang": "en"}, "en"), ({"lang": "zh-hant"}, "zh-hant"), ({"channel": "web"}, "zh")],
+    [({"lang": "en"}, "en"), ({"lang": "zh-Hant-TW"}, "zh-hant"), ({"lang": None}, "zh"), ({"lang": "fr"}, "zh")],
 )
-def test_validation_action_sets_lang_from_metadata_every_turn(metadata, expected):
-    # The previous turn was English; a turn without metadata falls back to the default.
-    tracker = make_tracker("你好", intent="greet", metadata=metadata, slots={"lang": "en"})
+def test_metadata_lang_becomes_the_lang_entity(metadata, expected):
+    entity = lang_entity(metadata)
+    assert entity["entity"] == "lang" and entity["value"] == expected
 
-    _, events = run(ValidateSlotMappings(), tracker, DOMAIN)
 
-    assert events == [SlotSet("lang", expected)]
+@pytest.mark.parametrize("metadata", [None, {}, {"channel": "web"}, "en"])
+def test_no_lang_in_metadata_gives_no_entity_so_the_slot_keeps_its_value(metadata):
+    assert lang_entity(metadata) is None
+
+
+def test_lang_slot_is_filled_from_the_entity_without_an_action_call():
+    slot = DOMAIN["slots"]["lang"]
+    assert slot["mappings"] == [{"type": "from_entity", "entity": "lang"}]
+    assert "lang" in DOMAIN["entities"]
+    # Rasa calls the action server after every message only when this action is declared.
+    assert "action_validate_slot_mappings" not in DOMAIN["actions"]
+
+
+RASA_PYTHON = Path(__file__).resolve().parent.parent / ".venv-rasa" / "bin" / "python"
+
+
+@pytest.mark.skipif(not RASA_PYTHON.exists(), reason="no Rasa venv")
+def test_lang_component_inside_rasa():
+    import subprocess
+
+    code = (
+        "from rasa.shared.nlu.training_data.message import Message\n"
+        "from components.lang_metadata import LangFromMetadata\n"
+        "c = LangFromMetadata.create({}, None, None, None)\n"
+        "ms = c.process([Message(data={'text': 'hi', 'metadata': {'lang': 'en-US'}}),"
+        " Message(data={'text': '/deny', 'metadata': {}})])\n"
+        "print([[(e['entity'], e['value']) for e in m.get('entities', [])] for m in ms])\n"
+    )
+    bot = DOMAIN_FILE.parent
+    out = subprocess.run([str(RASA_PYTHON), "-c", code], cwd=bot, env={"PYTHONPATH": str(bot)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[[('lang', 'en')], []]"
 
 
 # --- wiring ------------------------------------------------------------------------------

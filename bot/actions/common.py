@@ -11,6 +11,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from assistant.types import Reply
 
 DEFAULT_LANG = "zh"
+FAQ_DECISIONS = ("answer", "clarify", "none")   # the values of slot faq_decision
 T = TypeVar("T")
 
 
@@ -44,5 +45,12 @@ def dispatch_reply(dispatcher: CollectingDispatcher, reply: Reply) -> None:
 
 
 def remember_faq(reply: Reply) -> list[dict[str, Any]]:
+    """The answered entry (the topic a follow-up refers to; kept when nothing was answered) and
+    what the turn did (a 都不是 right after a clarification gets its own reply)."""
+    events = []
     faq_id = reply.meta.get("faq_id")
-    return [SlotSet("last_faq_id", faq_id)] if faq_id else []
+    if faq_id:
+        events.append(SlotSet("last_faq_id", faq_id))
+    if reply.meta.get("decision") in FAQ_DECISIONS:
+        events.append(SlotSet("faq_decision", reply.meta["decision"]))
+    return events

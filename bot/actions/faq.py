@@ -30,6 +30,7 @@ class ActionAnswerFaq(Action):
             latest_text(tracker),
             current_lang(tracker),
             previous_faq_id=tracker.get_slot("last_faq_id"),
+            conversation_id=tracker.sender_id,
         )
         dispatch_reply(dispatcher, reply)
         return remember_faq(reply)
@@ -52,6 +53,7 @@ class ActionAnswerFaqById(Action):
                 latest_text(tracker),
                 current_lang(tracker),
                 previous_faq_id=tracker.get_slot("last_faq_id"),
+                conversation_id=tracker.sender_id,
             )
         else:
             reply = await call_service(faq_service.answer_by_id, faq_id, current_lang(tracker))

@@ -1,0 +1,54 @@
+"""Admin operations (bearer HC_ADMIN_TOKEN): the live knowledge base."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.deps import SettingsDep, require_admin
+from api.errors import ApiError, error_body
+from assistant import kb_reload, runtime
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class ReloadRequest(BaseModel):
+    # An index built elsewhere (`python -m retrieval build --out DIR`); by default the app looks
+    # for one matching the KB and builds it when there is none.
+    index_dir: str | None = Field(default=None, max_length=1000)
+
+
+@router.get("/kb")
+async def kb_status():
+    """The KB version and size the app is answering from."""
+    if not runtime.ready():
+        raise ApiError(503, "not_ready", "the index is still loading")
+    kb = runtime.retriever().kb
+    return {"kb_version": kb.version, "entries": len(kb.entries)}
+
+
+@router.post("/kb/reload")
+async def reload_kb(settings: SettingsDep, body: ReloadRequest | None = None):
+    """Re-read kb/faq_zh.md, rebuild (or find) its index and swap it in without a restart.
+
+    422 with the line for a malformed KB (the current index keeps serving), 409 while another
+    reload runs or when no index can be made."""
+    from retrieval.kb import KBError
+
+    if not runtime.ready():
+        raise ApiError(503, "not_ready", "the index is still loading; reload after start-up")
+    try:
+        # A rebuild encodes the KB (seconds of CPU): a worker thread keeps every other request
+        # served meanwhile by the current retriever.
+        done = await asyncio.to_thread(kb_reload.reload, settings, body.index_dir if body else None)
+    except KBError as exc:
+        body_ = error_body("kb_invalid", str(exc))
+        body_["error"]["line"] = exc.line
+        return JSONResponse(body_, status_code=422)
+    except kb_reload.ReloadBusy as exc:
+        raise ApiError(409, "reload_in_progress", str(exc)) from exc
+    except kb_reload.ReloadFailed as exc:
+        raise ApiError(409, "reload_failed", str(exc)) from exc
+    return {"status": "ok", **done.as_dict()}
