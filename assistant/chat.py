@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant.lang import localise
+from assistant.lang import localise, to_traditional
 from assistant.rasa_client import RasaClient
 from assistant.texts import text as fixed_text
 from core.logs import log_event
@@ -32,6 +32,17 @@ class ChatResult:
 
 def empty_meta() -> dict[str, Any]:
     return {"intent": None, "faq_id": None, "diagnosis": [], "ticket_id": None, "handoff": False}
+
+
+def language_signal(text: str) -> str | None:
+    """The language a message shows, or None when it shows none: a button payload, or Chinese
+    written only with characters that are the same in both scripts (那打印呢)."""
+    if text.startswith("/"):
+        return None
+    lang = detect_lang(text)
+    if lang == "zh" and to_traditional(text) == text:
+        return None
+    return lang
 
 
 def rasa_sender(sender: str, user_id: str | None) -> str:
@@ -64,19 +75,23 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     if not cleaned:
         raise EmptyText("text is empty")
     is_payload = cleaned.startswith("/")
-    lang = lang_hint or detect_lang(cleaned)
+    signal = lang_hint or language_signal(cleaned)
     meta = empty_meta()
     if len(cleaned) > max_chars:
+        lang = signal or "zh"
         messages = [{"text": fixed_text("too_long", lang), "buttons": []}]
         return ChatResult(localise(messages, lang), meta)
 
     # The bot never needs the digits of an ID or phone number, nor the user's name: mask them
     # before Rasa stores the turn in its tracker.
     bot_text = cleaned if is_payload else mask_text(cleaned, names)
-    metadata = {"lang": lang, "signed_in": user_id is not None}
+    metadata: dict = {"signed_in": user_id is not None}
+    if signal:  # without one, Rasa keeps the conversation's language (slot `lang`)
+        metadata["lang"] = signal
     if user_id is not None:
         metadata["user_id"] = user_id
     turn = await rasa.send(rasa_sender(sender, user_id), bot_text, metadata)
+    lang = turn.lang or signal or "zh"
     meta["intent"] = turn.intent
     messages = _shape(turn.messages, meta)
     meta.setdefault("diagnosis", [])

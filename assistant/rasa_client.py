@@ -16,6 +16,7 @@ class BotTurn:
     messages: list[dict[str, Any]]   # Rasa's collected output: text/buttons/custom
     intent: str | None
     confidence: float | None
+    lang: str | None = None          # the conversation's reply language after this turn
 
 
 class RasaClient:
@@ -34,7 +35,8 @@ class RasaClient:
         except (httpx.HTTPError, ValueError) as exc:
             raise BotUnavailable(f"Rasa did not answer: {exc.__class__.__name__}") from exc
         intent = body.get("intent") or {}
-        return BotTurn(body.get("messages") or [], intent.get("name"), intent.get("confidence"))
+        return BotTurn(body.get("messages") or [], intent.get("name"), intent.get("confidence"),
+                       body.get("lang"))
 
     async def ready(self) -> bool:
         try:

@@ -82,6 +82,7 @@ class HCInput(InputChannel):
 
             collector = CollectingOutputChannel()
             rasa_patches.last_parse.set(None)
+            rasa_patches.last_lang.set(None)
             try:
                 await on_new_message(
                     UserMessage(
@@ -100,6 +101,7 @@ class HCInput(InputChannel):
                 {
                     "messages": collector.messages,
                     "intent": _intent(rasa_patches.last_parse.get()),
+                    "lang": rasa_patches.last_lang.get(),
                 }
             )
 

@@ -128,7 +128,19 @@ async def _sql_save(self: Any, tracker: Any) -> None:
         setattr(tracker, _STORED, len(tracker.events))
 
 
+# The conversation's reply language after the turn (slot `lang`), for the app to put replies in
+# the user's script: a button press or a short ambiguous text carries no language of its own.
+last_lang: ContextVar[Optional[Text]] = ContextVar("hc_last_lang", default=None)
+_save_tracker_plain = MessageProcessor.save_tracker
+
+
+async def _save_tracker(self: MessageProcessor, tracker: Any) -> None:
+    last_lang.set(tracker.get_slot("lang"))
+    await _save_tracker_plain(self, tracker)
+
+
 def apply() -> None:
+    MessageProcessor.save_tracker = _save_tracker
     rasa_tracker_store.create_engine_kwargs = _engine_kwargs
     rasa_tracker_store.SQLTrackerStore._retrieve = _sql_retrieve
     rasa_tracker_store.SQLTrackerStore._additional_events = _sql_additional_events
