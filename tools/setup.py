@@ -320,7 +320,10 @@ def main() -> None:
                 artefacts["index_dir"] = str(index(cache, app, model))
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
-    (var / "artifacts.json").write_text(json.dumps(artefacts, indent=2) + "\n")
+    path = var / "artifacts.json"
+    # A partial set-up (--skip) keeps what an earlier full one recorded for the skipped stages.
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**previous, **artefacts}, indent=2) + "\n")
     say(f"ready in {time.monotonic() - t0:.1f}s (cache: {cache})")
 
 
