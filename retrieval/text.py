@@ -52,6 +52,33 @@ def to_simplified(text: str) -> str:
     return _t2s().convert(text)
 
 
+# Typos and homophones of this domain's own words (pinyin input picks the wrong character of the
+# same sound: 建康码, 健康吗, 闽证通). Each fix is a string no correct question contains, so it
+# is applied everywhere, to the KB phrasings as well as to questions. Order: longer first.
+DOMAIN_FIXES: tuple[tuple[str, str], ...] = (
+    ("为家人申请", "为家人申领"),
+    ("健康吗", "健康码"), ("建康码", "健康码"), ("键康码", "健康码"), ("健康玛", "健康码"),
+    ("健康马", "健康码"), ("建康", "健康"),
+    ("闽证通", "闽政通"), ("闽正通", "闽政通"), ("闽政同", "闽政通"), ("闵政通", "闽政通"),
+    ("敏政通", "闽政通"), ("明政通", "闽政通"), ("八闵", "八闽"), ("八敏", "八闽"),
+    ("入民健康码", "入闽健康码"), ("境外入民", "境外入闽"), ("省外入民", "省外入闽"),
+    ("申岭", "申领"), ("申令", "申领"), ("申铃", "申领"),
+    ("人脸失别", "人脸识别"), ("人脸识另", "人脸识别"), ("人脸视别", "人脸识别"),
+    ("隔里", "隔离"), ("橙马", "橙码"), ("绿马", "绿码"), ("红马", "红码"), ("黄马", "黄码"),
+)
+_FIX_FIRST = frozenset(w[0] for w, _ in DOMAIN_FIXES)
+
+
+def fix_domain_typos(text: str) -> str:
+    """Simplified-character text with the known domain typos corrected."""
+    if not _FIX_FIRST.intersection(text):
+        return text
+    for wrong, right in DOMAIN_FIXES:
+        if wrong in text:
+            text = text.replace(wrong, right)
+    return text
+
+
 def _strip_controls(text: str) -> str:
     # Control and format characters (zero-width joiners, BOMs, RTL marks) hide inside pasted
     # text and split tokens; whitespace controls become plain spaces.
@@ -78,10 +105,11 @@ def clean(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:
 
 
 def normalize(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:
-    """The matching form: clean(), lower-case Latin, traditional characters made simplified."""
+    """The matching form: clean(), lower-case Latin, traditional characters made simplified,
+    domain typos fixed."""
     text = clean(text, max_chars).lower()
     if _CJK.search(text):
-        text = to_simplified(text)
+        text = fix_domain_typos(to_simplified(text))
     return text
 
 
@@ -95,10 +123,10 @@ def match_key(text: str) -> str:
 
 def for_encoder(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:
     """What the embedding model sees: clean() and simplified characters, case kept (the model's
-    own vocabulary is cased, and lower-casing English names costs it)."""
+    own vocabulary is cased, and lower-casing English names costs it); domain typos fixed."""
     text = clean(text, max_chars)
     if _CJK.search(text):
-        text = to_simplified(text)
+        text = fix_domain_typos(to_simplified(text))
     return text
 
 

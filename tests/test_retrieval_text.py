@@ -58,3 +58,21 @@ def test_smalltalk(text):
 @pytest.mark.parametrize("text", ["你好,健康码能截图吗", "谢谢,那外国人能申领吗", "hello, can I print my code?"])
 def test_questions_after_a_greeting_are_not_smalltalk(text):
     assert not is_smalltalk(text)
+
+
+@pytest.mark.parametrize("typo, fixed", [
+    ("建康码可以截图吗", "健康码可以截图吗"),
+    ("健康吗咋是橙的", "健康码咋是橙的"),
+    ("闽证通刷脸不行", "闽政通刷脸不行"),
+    ("八闽建康码到省外能用吗", "八闽健康码到省外能用吗"),
+    ("為家人申請健康碼", "为家人申领健康码"),          # traditional first, then the typo table
+    ("境外入民健康码申岭不了", "境外入闽健康码申领不了"),
+])
+def test_domain_typos_and_homophones_are_fixed(typo, fixed):
+    assert normalize(typo) == fixed
+    assert for_encoder(typo) == fixed
+
+
+def test_typo_table_leaves_correct_text_alone():
+    text = "健康码吗?我在闽政通为家人申领了"
+    assert normalize(text) == text
