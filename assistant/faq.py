@@ -59,6 +59,26 @@ def answer_by_id(faq_id: str, lang: str = "zh") -> Reply:
     return _answer_reply(retriever, faq_id, lang, None)
 
 
+# Heads the signed-in user's own finding after a general answer (with_personal).
+OWN_FINDING = {"zh": "您的账户情况:", "en": "Your account:"}
+
+
+def with_personal(general: Reply, own: Reply, lang: str = "zh") -> Reply:
+    """A general answer followed by the user's own finding (assistant.diagnose.explain's reply):
+    the answer, then "您的账户情况: …", then the rest (the helpful? buttons stay last).
+    meta keeps the entry's and adds the finding's codes."""
+    if not own.messages:
+        return general
+    head = OWN_FINDING["en" if lang == "en" else "zh"]
+    first = own.messages[0]
+    sep = " " if lang == "en" else ""
+    own_messages = (Message(f"{head}{sep}{first.text}", first.buttons),) + own.messages[1:]
+    messages = general.messages[:1] + own_messages + general.messages[1:]
+    meta = {**general.meta, "diagnosis": list(own.meta.get("diagnosis") or []),
+            "diagnosis_topic": own.meta.get("diagnosis_topic")}
+    return Reply(messages, meta)
+
+
 def entry_answer(entry: FaqEntry, lang: str) -> str:
     return entry.answer_en if lang == "en" else entry.answer
 

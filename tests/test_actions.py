@@ -122,7 +122,9 @@ def test_answer_faq_dispatches_messages_buttons_then_meta(monkeypatch):
     assert len(messages) == 3
     assert messages[2]["custom"] == {"meta": {"faq_id": "personal.screenshot", "decision": "answer"}}
     assert messages[2]["text"] is None
-    assert events == [SlotSet("last_faq_id", "personal.screenshot"), SlotSet("faq_decision", "answer")]
+    # An entry without a diagnosis link, anonymous: nothing personal, and no stale finding left.
+    assert events == [SlotSet("last_faq_id", "personal.screenshot"), SlotSet("faq_decision", "answer"),
+                      SlotSet("last_diagnosis", None)]
 
 
 def test_answer_faq_keeps_last_faq_id_when_no_entry_was_answered(monkeypatch):
@@ -163,7 +165,9 @@ def test_answer_by_id_uses_the_button_entity(monkeypatch):
 
     assert by_id.calls == [(("personal.screenshot", "zh-hant"), {})]
     assert answer.calls == []
-    assert events == [SlotSet("last_faq_id", "personal.screenshot"), SlotSet("faq_decision", "answer")]
+    # An entry without a diagnosis link, anonymous: nothing personal, and no stale finding left.
+    assert events == [SlotSet("last_faq_id", "personal.screenshot"), SlotSet("faq_decision", "answer"),
+                      SlotSet("last_diagnosis", None)]
     assert messages[-1]["custom"]["meta"]["faq_id"] == "personal.screenshot"
 
 

@@ -16,6 +16,7 @@ from .common import (
     latest_text,
     remember_faq,
 )
+from .diagnosis import with_own_finding
 
 
 class ActionAnswerFaq(Action):
@@ -32,8 +33,10 @@ class ActionAnswerFaq(Action):
             previous_faq_id=tracker.get_slot("last_faq_id"),
             conversation_id=tracker.sender_id,
         )
+        # An entry linked to a diagnosis also gets the signed-in user's own finding.
+        reply, events = await call_service(with_own_finding, tracker, reply)
         dispatch_reply(dispatcher, reply)
-        return remember_faq(reply)
+        return [*remember_faq(reply), *events]
 
 
 class ActionAnswerFaqById(Action):
@@ -57,5 +60,7 @@ class ActionAnswerFaqById(Action):
             )
         else:
             reply = await call_service(faq_service.answer_by_id, faq_id, current_lang(tracker))
+        # An entry linked to a diagnosis also gets the signed-in user's own finding.
+        reply, events = await call_service(with_own_finding, tracker, reply)
         dispatch_reply(dispatcher, reply)
-        return remember_faq(reply)
+        return [*remember_faq(reply), *events]
