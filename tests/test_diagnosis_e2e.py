@@ -13,9 +13,15 @@ DEMO_NAMES = ("演示甲", "演示乙", "演示丙", "演示丁", "演示戊", "
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    env = {"HC_DEMO": "1", "HC_ADMIN_TOKEN": "t"}
-    with running_stack(tmp_path_factory.mktemp("diag-stack"), env=env) as (base, _startup, _pid):
+def stack_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("diag-stack")
+
+
+@pytest.fixture(scope="module")
+def api(stack_dir):
+    # The stack's own SQLite files (app database and Rasa's tracker store) live in stack_dir.
+    env = {"HC_DEMO": "1", "HC_ADMIN_TOKEN": "t", "HC_DATABASE_URL": ""}
+    with running_stack(stack_dir, env=env) as (base, _startup, _pid):
         with httpx.Client(base_url=base, timeout=60) as client:
             yield client
 
@@ -112,3 +118,17 @@ def test_general_faq_question_signed_in_gets_the_answer_and_the_own_finding(api)
     assert body["meta"]["diagnosis"] == ["orange.quarantine_release_pending"], body
     texts = [m["text"] for m in body["messages"]]
     assert texts[1].startswith("您的账户情况")
+
+
+def test_personal_data_typed_by_the_user_never_reaches_the_tracker_store_or_logs(api, stack_dir):
+    import sqlite3
+
+    headers = sign_in(api, "demo-orange-quarantine")
+    raw = ("350102199001011234", "13912345678", "演示甲")
+    chat(api, "我是演示甲,身份证350102199001011234,电话13912345678,我的码为什么是橙色", "pii-check", headers)
+    with sqlite3.connect(stack_dir / "rasa_tracker.db") as db:
+        stored = " ".join(row[0] or "" for row in db.execute("select data from events"))
+    assert "3501**********1234" in stored and "139****5678" in stored   # the turn is there, masked
+    assert not any(value in stored for value in raw)
+    logs = " ".join(p.read_text(errors="ignore") for p in (stack_dir / "logs").glob("*.log"))
+    assert not any(value in logs for value in raw)

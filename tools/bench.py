@@ -87,6 +87,22 @@ async def drive(base: str, kind: str, questions: list[str], clients: int, total:
             "mean_ms": round(statistics.fmean(latencies), 1), "rps": round(len(latencies) / wall, 1)}
 
 
+def index_summary() -> str:
+    """What building the current index cost, from its meta.json (the build records it)."""
+    from core.artifacts import load_artifacts
+    from core.settings import get_settings
+
+    index_dir = load_artifacts(get_settings()).index_dir
+    if not index_dir or not (index_dir / "meta.json").exists():
+        return "index: not built"
+    meta = json.loads((index_dir / "meta.json").read_text())
+    size_mb = sum(f.stat().st_size for f in index_dir.iterdir() if f.is_file()) / 2**20
+    tune = (meta.get("finetune") or {}).get("seconds")
+    return (f"index: {meta.get('phrasings')} phrasings, {size_mb:.0f} MB on disk"
+            + (f", e5 fine-tuning {tune:.0f} s of the build" if tune else "")
+            + f" (built {meta.get('built_at')}; `make setup` prints the whole build time)")
+
+
 def load_questions(path: Path) -> list[str]:
     if path.exists():
         return [json.loads(line)["q"] for line in path.read_text().splitlines() if line.strip()]
@@ -123,6 +139,7 @@ def main() -> None:
         if "endpoint" in r:
             print(f"| {r['mode']} | {r['endpoint']} | {r['questions']} | {r['clients']} | {r['p50_ms']} "
                   f"| {r['p95_ms']} | {r['rps']} | {r['errors']} |")
+    print(index_summary())
     for r in rows:
         if "startup_s" in r:
             print(f"| {r['mode']} | startup to /healthz 200: {r['startup_s']} s | total RSS: {r['rss_mb']} MB |")
