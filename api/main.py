@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
         task = asyncio.create_task(_load_in_background(settings)) if load_index else None
         # Migrations run once here, before the first request can need the database.
         await asyncio.to_thread(store.default_sessions)
-        if settings.demo:
+        if settings.demo_accounts and settings.account_source == "builtin":
             from accounts import demo
             from assistant.diagnose import china_today
 

@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     account_upstream_token: str | None = None
     account_upstream_timeout_s: float = 5.0
     session_ttl_s: int = 24 * 3600
-    # HC_DEMO=1 loads the fictitious demo-* accounts and opens /api/v1/demo/sessions to sign in as them.
+    # The fictitious demo-* accounts are loaded into the built-in store at start-up (HC_DEMO_ACCOUNTS=0
+    # skips them); signing in as one without the admin token (/api/v1/demo/sessions) needs HC_DEMO=1.
+    demo_accounts: bool = True
     demo: bool = False
 
     def sqlite_url(self) -> str:

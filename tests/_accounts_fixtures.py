@@ -75,7 +75,8 @@ class FakeRasa:
 def make_client(tmp_path, **settings):
     from api.main import create_app
 
-    app = create_app(Settings(**{"admin_token": ADMIN, "var_dir": tmp_path, **settings}), load_index=False)
+    app = create_app(Settings(**{"admin_token": ADMIN, "var_dir": tmp_path, "demo_accounts": False, **settings}),
+                     load_index=False)
     return TestClient(app)
 
 

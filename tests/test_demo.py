@@ -38,7 +38,7 @@ def test_demo_routes_are_off_by_default(db, tmp_path):
 
 
 def test_demo_sign_in_only_for_demo_accounts(db, tmp_path):
-    with make_client(tmp_path, demo=True) as client:
+    with make_client(tmp_path, demo=True, demo_accounts=True) as client:
         client.app.state.rasa = FakeRasa()
         listed = client.get("/api/v1/demo/accounts").json()["accounts"]
         assert {a["user_id"] for a in listed} == set(EXPECTED)
@@ -47,3 +47,11 @@ def test_demo_sign_in_only_for_demo_accounts(db, tmp_path):
                            headers={"Authorization": f"Bearer {token}"})
         assert resp.status_code == 200 and "demo-minor" in resp.json()["messages"][0]["text"]
         assert client.post("/api/v1/demo/sessions", json={"user_id": "someone"}).status_code == 403
+
+
+def test_demo_accounts_are_loaded_at_start_up_but_sign_in_stays_off(db, tmp_path):
+    from accounts import service
+
+    with make_client(tmp_path, demo_accounts=True) as client:
+        assert service.source().get("demo-minor") is not None
+        assert client.post("/api/v1/demo/sessions", json={"user_id": "demo-minor"}).status_code == 404
