@@ -8,8 +8,8 @@
    (var/artifacts.json is re-read, so `make setup` or `python -m retrieval build --out <that
    dir>` followed by a reload needs no rebuild here), or one a previous reload built. Failing
    that, build it (encode, calibrate) into <var>/kb-index/<kb version>/.
-3. Load it into a new retriever (re-using the loaded encoder: no second model in memory) and
-   install it with runtime.install, one reference assignment: a request already searching
+3. Load it into a new retriever with a fresh encoder (each index carries its own fine-tuned
+   weights; the old model is freed once the old retriever is dropped) and install it with runtime.install, one reference assignment: a request already searching
    finishes on the old retriever, the next one starts on the new.
 
 This runs in a worker thread; one reload at a time (a second caller gets ReloadBusy).
@@ -77,8 +77,10 @@ def _reload(settings: Settings, index_dir: Path | None) -> Reloaded:
     if settings.retrieval_mode == "bm25":
         retriever, used, built = _bm25_retriever(kb), None, False
     else:
-        retriever, used, built = _dense_retriever(settings, kb, index_dir, previous)
+        retriever, used, built = _dense_retriever(settings, kb, index_dir)
     runtime.install(retriever)
+    if previous is not None and hasattr(previous, "close"):
+        previous.close()
     result = Reloaded(kb.version, previous_version, len(kb.entries), str(used) if used else None, built,
                       time.perf_counter() - started)
     log_event(log, "kb_reloaded", **result.as_dict())
@@ -94,13 +96,16 @@ def _bm25_retriever(kb):
     return retriever
 
 
-def _dense_retriever(settings: Settings, kb, index_dir: Path | None, previous):
+def _dense_retriever(settings: Settings, kb, index_dir: Path | None):
     from retrieval.index import StaleIndexError, build_index, load_retriever
 
     art = load_artifacts(settings)
     if art.model_dir is None:
         raise ReloadFailed("no e5 model: run `make setup` (or set HC_MODEL_DIR)")
-    encoder = getattr(previous, "encoder", None)
+    # Each index carries its own fine-tuned e5 weights, and building one fine-tunes the encoder
+    # it is given: sharing the serving retriever's encoder would change it under live queries.
+    # A fresh encoder costs ~500 MB until the old retriever is dropped after the swap.
+    encoder = None
     built_root = settings.var_dir / "kb-index"
     candidates = [index_dir] if index_dir else [art.index_dir, built_root / kb.version]
     for candidate in candidates:

@@ -85,6 +85,9 @@ class DenseIndex:
         return cls.from_faiss(faiss.read_index(str(Path(directory) / cls.FILE)), owners, n_entries)
 
 
+_STOP = object()
+
+
 class BatchingQueryEncoder:
     """Coalesces encode_query calls from many threads into encode_queries batches.
 
@@ -101,6 +104,7 @@ class BatchingQueryEncoder:
         self._queue: queue.Queue[tuple[str, Future]] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._closed = False
 
     def _ensure_worker(self) -> None:
         if self._worker is None:
@@ -110,7 +114,17 @@ class BatchingQueryEncoder:
                     worker.start()
                     self._worker = worker
 
+    def close(self) -> None:
+        """Stop the worker thread: it holds this object, hence the model, for as long as it runs.
+        Queries already queued are still answered; later ones are encoded directly."""
+        with self._start_lock:
+            self._closed = True
+            if self._worker is not None:
+                self._queue.put((_STOP, None))
+
     def encode_query(self, text: str, timeout: float | None = 30.0) -> np.ndarray:
+        if self._closed:
+            return self.encoder.encode_queries([text])[0]
         self._ensure_worker()
         fut: Future = Future()
         self._queue.put((text, fut))
@@ -128,12 +142,16 @@ class BatchingQueryEncoder:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            stop = any(t is _STOP for t, _ in batch)
+            batch = [(t, fut) for t, fut in batch if t is not _STOP]
             texts = [t for t, _ in batch]
             try:
-                vecs = self.encoder.encode_queries(texts)
+                vecs = self.encoder.encode_queries(texts) if texts else []
             except BaseException as exc:  # the callers must hear about it, not hang
                 for _, fut in batch:
                     fut.set_exception(exc)
-                continue
-            for i, (_, fut) in enumerate(batch):
+                vecs = None
+            for i, (_, fut) in enumerate(batch if vecs is not None else []):
                 fut.set_result(vecs[i])
+            if stop:
+                return

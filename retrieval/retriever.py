@@ -298,6 +298,12 @@ class Retriever:
                 and (p.cheap_t_answer <= 1.0 or p.cheap_t_none > 0.0))
 
     # --- building ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Let go of background work (the batching thread), so a swapped-out retriever and its
+        model can be freed. Searches still running on it finish; later ones encode directly."""
+        if self._batcher is not None:
+            self._batcher.close()
+
     def warm_up(self) -> None:
         """Load the tokenizer and the encoders, build BM25, encode phrasings if no index given."""
         if self._ready:

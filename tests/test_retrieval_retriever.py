@@ -180,3 +180,13 @@ def test_a_question_asked_exactly_as_a_phrasing_is_answered_by_its_entry(bm25_re
     assert res.decision == "answer" and res.top.faq_id == "personal.screenshot"
     res = strict.search("HOW MANY FAMILY MEMBERS CAN I APPLY FOR")
     assert res.decision == "answer" and res.top.faq_id == "family.quota"
+
+
+def test_closing_the_batching_encoder_ends_its_thread_and_keeps_answering():
+    enc = BatchingQueryEncoder(FakeEncoder())
+    first = enc.encode_query("健康码截图")
+    worker = enc._worker
+    enc.close()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    assert np.allclose(enc.encode_query("健康码截图"), first)
