@@ -19,6 +19,24 @@ from .common import (
 from .diagnosis import with_own_finding
 
 
+async def _answer_text(tracker: Tracker):
+    """Retrieval reads the user's text, with the previous entry as context for a follow-up."""
+    return await call_service(
+        faq_service.answer,
+        latest_text(tracker),
+        current_lang(tracker),
+        previous_faq_id=tracker.get_slot("last_faq_id"),
+        conversation_id=tracker.sender_id,
+    )
+
+
+async def _send(dispatcher: CollectingDispatcher, tracker: Tracker, reply) -> list[dict[str, Any]]:
+    # An entry linked to a diagnosis also gets the signed-in user's own finding.
+    reply, events = await call_service(with_own_finding, tracker, reply)
+    dispatch_reply(dispatcher, reply)
+    return [*remember_faq(reply), *events]
+
+
 class ActionAnswerFaq(Action):
     def name(self) -> str:
         return "action_answer_faq"
@@ -26,17 +44,8 @@ class ActionAnswerFaq(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        reply = await call_service(
-            faq_service.answer,
-            latest_text(tracker),
-            current_lang(tracker),
-            previous_faq_id=tracker.get_slot("last_faq_id"),
-            conversation_id=tracker.sender_id,
-        )
-        # An entry linked to a diagnosis also gets the signed-in user's own finding.
-        reply, events = await call_service(with_own_finding, tracker, reply)
-        dispatch_reply(dispatcher, reply)
-        return [*remember_faq(reply), *events]
+        reply = await _answer_text(tracker)
+        return await _send(dispatcher, tracker, reply)
 
 
 class ActionAnswerFaqById(Action):
@@ -51,16 +60,7 @@ class ActionAnswerFaqById(Action):
         faq_id = latest_entity(tracker, "faq_id")
         if not faq_id:
             # NLU chose the intent without finding an id: let retrieval read the text.
-            reply = await call_service(
-                faq_service.answer,
-                latest_text(tracker),
-                current_lang(tracker),
-                previous_faq_id=tracker.get_slot("last_faq_id"),
-                conversation_id=tracker.sender_id,
-            )
+            reply = await _answer_text(tracker)
         else:
             reply = await call_service(faq_service.answer_by_id, faq_id, current_lang(tracker))
-        # An entry linked to a diagnosis also gets the signed-in user's own finding.
-        reply, events = await call_service(with_own_finding, tracker, reply)
-        dispatch_reply(dispatcher, reply)
-        return [*remember_faq(reply), *events]
+        return await _send(dispatcher, tracker, reply)
