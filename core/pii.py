@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import re
 
-# 18-digit resident ID (last char may be X), passports / HK-Macau / Taiwan permits, mobile and
-# landline numbers. The hotline is public and must stay readable.
+# 18-digit resident ID (last char may be X), passports / HK-Macau / Taiwan permits, mobile
+# numbers. The hotline (0591-62623959) matches none of these and stays readable.
 _RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{10}(\d{3}[\dXx])(?![0-9A-Za-z])")
 _MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 _PERMIT = re.compile(r"(?<![0-9A-Za-z])([A-Za-z]{1,2})\d{5,6}(\d{2})(?![0-9A-Za-z])")
-PUBLIC_NUMBERS = ("0591-62623959",)
 
 
 def mask_id_number(value: str | None) -> str | None:

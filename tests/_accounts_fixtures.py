@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 import pytest
 from fastapi.testclient import TestClient
 
-from _store_fixtures import DATABASES, engine_for
+from _store_fixtures import DATABASES, migrated_for
 from accounts import service
 from assistant.rasa_client import BotTurn
 from core.settings import Settings
-from store import migrate
 
 ADMIN = "admin-secret-for-tests"
 NAME, FAMILY_NAME = "林小明", "林大山"
@@ -46,13 +45,8 @@ def document(user_id: str = "demo-0001", **changes) -> dict:
 @pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
     """An empty, migrated database (SQLite, then PostgreSQL) that accounts.service uses."""
-    with engine_for(request.param, tmp_path) as engine:
-        migrate(engine)
-        service.configure(engine)
-        try:
-            yield engine
-        finally:
-            service.configure(None)
+    with migrated_for(request.param, tmp_path, service) as engine:
+        yield engine
 
 
 @dataclass

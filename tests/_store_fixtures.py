@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import text
 
-from store import get_engine
+from store import get_engine, migrate
 
 PG_URL = os.environ.get("HC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -66,3 +66,17 @@ def engine_for(kind: str, tmp_path):
 # Parametrise over both databases; the PostgreSQL case carries the marker the suite selects on.
 DATABASES = [pytest.param("sqlite", id="sqlite"),
              pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def migrated_for(kind: str, tmp_path, *services):
+    """An empty, migrated database that the given services (modules with configure()) use."""
+    with engine_for(kind, tmp_path) as engine:
+        migrate(engine)
+        for service in services:
+            service.configure(engine)
+        try:
+            yield engine
+        finally:
+            for service in services:
+                service.configure(None)

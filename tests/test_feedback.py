@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, text
 
-from _store_fixtures import DATABASES, engine_for
+from _store_fixtures import DATABASES, migrated_for
 from assistant import feedback
 from core.settings import get_settings
 from retrieval.types import Hit
-from store import dispose_default, get_engine, migrate
+from store import dispose_default, get_engine
 from store.models import FaqFeedback, UnansweredQuestion
 
 ID_NUMBER = "350102199001011234"
@@ -18,13 +18,8 @@ PASSPORT = "E12345678"
 
 @pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
-    with engine_for(request.param, tmp_path) as engine:
-        migrate(engine)
-        feedback.configure(engine)
-        try:
-            yield engine
-        finally:
-            feedback.configure(None)
+    with migrated_for(request.param, tmp_path, feedback) as engine:
+        yield engine
 
 
 def rows(engine, model):
