@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 from core.settings import Settings
 
+SQLITE_TRACKER_STORE = "stores.sqlite_tracker_store.SqliteTrackerStore"
+
 
 def tracker_store(settings: Settings) -> dict:
     url = settings.database_url
@@ -19,7 +21,8 @@ def tracker_store(settings: Settings) -> dict:
             store["password"] = parts.password
         return store
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    return {"type": "SQL", "dialect": "sqlite", "db": str(settings.var_dir / "rasa_tracker.db")}
+    # Rasa's `events` table without SQLAlchemy (bot/stores/sqlite_tracker_store.py).
+    return {"type": SQLITE_TRACKER_STORE, "db": str(settings.var_dir / "rasa_tracker.db")}
 
 
 def lock_store(settings: Settings) -> dict | None:
@@ -38,6 +41,9 @@ def endpoints(settings: Settings) -> dict:
         "action_endpoint": {
             "url": f"http://127.0.0.1:{settings.port}/internal/actions/webhook",
             "token": settings.internal_token,
+            # The domain goes to the action server once (it answers 449 and keeps it), not with
+            # every call: our actions read no domain, and serialising it cost every turn.
+            "enable_selective_domain": True,
         },
         "tracker_store": tracker_store(settings),
     }

@@ -1,39 +1,51 @@
 """Fixes to Rasa 3.6 internals that cost us latency, applied when the hc channel is imported.
 
-Both keep Rasa's behaviour and only remove repeated work; measured with py-spy on a chat turn.
+Each keeps Rasa's behaviour and only removes repeated work; measured with py-spy on a chat turn.
 
 1. RemoteAction validates every action-server response with `jsonschema.validate`, which re-checks
-the (constant) schema itself on every call: measured with py-spy, two thirds of the Rasa
-process's CPU per chat turn. The same validation with the validator built once keeps the
-check and drops that cost.
+   the (constant) schema itself on every call: measured with py-spy, two thirds of the Rasa
+   process's CPU per chat turn. The same validation with the validator built once keeps the
+   check and drops that cost.
 2. Event.resolve_by_type walks every Event subclass (recursively, with an abstractness check)
    for every event of every tracker it deserialises; the answer for a type name never changes
    once the classes are imported, so it is remembered.
 3. The channel needs the intent NLU chose; reading it back from the tracker store costs a second
    tracker load per turn. The parse result is kept in a context variable instead (the whole
    turn runs in one asyncio task, so the channel sees what parse_message set).
-4. SQLite tracker store: WAL journal and synchronous=NORMAL, so a turn's commit does not wait
-   for an fsync and readers do not block the writer (the design's embedded default).
-5. SQLite tracker store: SQLAlchemy 1.4 opens a new SQLite connection for every session
-   (NullPool) and so re-runs the connect pragmas twice a turn; a small QueuePool keeps them open
-   (py-spy: ~7 % of the Rasa process's CPU at 16 clients).
-6. SQLTrackerStore.save finds the events to append by counting the stored ones with a
-   subquery (~10 % of the CPU). A tracker this store loaded already knows that number: it is
-   how many events it was built from, so save uses it (and still counts for any other tracker).
+4. SQLTrackerStore.save (used for PostgreSQL; SQLite has its own store in bot/stores/) finds
+   the events to append by counting the stored ones with a subquery (~10 % of the CPU). A
+   tracker this store loaded already knows that number: it is how many events it was built
+   from, so save uses it (and still counts for any other tracker).
    The lock store serialises turns per conversation, so nobody else appends in between.
+5. The NLU graph (jieba, featurizers, DIET: ~40 % of the CPU of a turn) is a pure function of
+   the text and the metadata the pipeline reads (`lang`), so its output is remembered for the
+   latest texts: greetings, button payloads and the popular questions asked the same way again
+   skip it. Each caller gets its own copy (Rasa stores and amends parse data).
+6. The processor deep-copies events and parse data for debug log lines even when debug logging
+   is off (~5 %); the copy is made only when the `rasa` logger would print them.
+7. Every action call opened a new aiohttp session and TCP connection (~5 %); one kept-alive
+   session per endpoint and event loop is reused, dropping idle connections before the app's
+   server (uvicorn, 5 s) would close them under a request.
 """
 from __future__ import annotations
 
+import asyncio
+import copy
+import json
+import logging
+from collections import OrderedDict
 from contextvars import ContextVar
-from typing import Any, Dict, Optional, Text
+from typing import Any, Dict, Optional, Text, Tuple
 
+import aiohttp
 import jsonschema
+from rasa.core import processor as rasa_processor
 from rasa.core.processor import MessageProcessor
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 from rasa.core import tracker_store as rasa_tracker_store
 from rasa.core.actions import action as rasa_action
 from rasa.shared.core import events as rasa_events
+from rasa.utils import endpoints as rasa_endpoints
+from rasa.utils.endpoints import EndpointConfig
 
 _validator = None
 
@@ -77,29 +89,6 @@ async def _parse_message(self: MessageProcessor, *args: Any, **kwargs: Any) -> D
     return parsed
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    if type(dbapi_connection).__module__.startswith("sqlite3"):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-
-_engine_kwargs_uncached = rasa_tracker_store.create_engine_kwargs
-
-
-def _engine_kwargs(url: Any) -> Dict[Text, Any]:
-    kwargs = _engine_kwargs_uncached(url)
-    if str(getattr(url, "drivername", url)).startswith("sqlite"):
-        from sqlalchemy.pool import QueuePool
-
-        # Pooled connections may be checked out from another thread than the one that opened
-        # them; each is still used by one session at a time.
-        kwargs.update(poolclass=QueuePool, pool_size=4, max_overflow=4,
-                      connect_args={**kwargs.get("connect_args", {}), "check_same_thread": False})
-    return kwargs
-
-
 _STORED = "_hc_stored_events"
 _sql_retrieve_uncached = rasa_tracker_store.SQLTrackerStore._retrieve
 _sql_save_uncached = rasa_tracker_store.SQLTrackerStore.save
@@ -139,14 +128,83 @@ async def _save_tracker(self: MessageProcessor, tracker: Any) -> None:
     await _save_tracker_plain(self, tracker)
 
 
+# Metadata keys the NLU pipeline reads (components/lang_metadata.py); any other metadata
+# (signed_in, user_id) cannot change a parse and must not split the cache.
+NLU_METADATA_KEYS = ("lang",)
+NLU_CACHE_SIZE = 4096
+_nlu_cache: "OrderedDict[Tuple[Text, Text, bool], Dict[Text, Any]]" = OrderedDict()
+_nlu_model: Any = None
+_graph_parse_uncached = MessageProcessor._parse_message_with_graph
+
+
+def _parse_message_with_graph(self: MessageProcessor, message: Any, tracker: Any,
+                              only_output_properties: bool = True) -> Dict[Text, Any]:
+    global _nlu_model
+    if _nlu_model is not self.graph_runner:   # another model loaded: nothing cached applies
+        _nlu_cache.clear()
+        _nlu_model = self.graph_runner
+    metadata = message.metadata or {}
+    key = (message.text or "", json.dumps([metadata.get(k) for k in NLU_METADATA_KEYS]),
+           only_output_properties)
+    hit = _nlu_cache.get(key)
+    if hit is None:
+        hit = _graph_parse_uncached(self, message, tracker, only_output_properties)
+        _nlu_cache[key] = copy.deepcopy(hit)
+        while len(_nlu_cache) > NLU_CACHE_SIZE:
+            _nlu_cache.popitem(last=False)
+        return hit
+    _nlu_cache.move_to_end(key)
+    return copy.deepcopy(hit)
+
+
+class _DebugOnlyCopy:
+    """Stands in for the `copy` module inside rasa.core.processor, which uses it only to
+    snapshot values for debug log lines."""
+    _log = logging.getLogger("rasa")
+
+    @classmethod
+    def deepcopy(cls, value: Any, memo: Any = None) -> Any:
+        return copy.deepcopy(value, memo) if cls._log.isEnabledFor(logging.DEBUG) else value
+
+
+class _Borrowed:
+    """`async with` over a shared session that must outlive the block."""
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def __aenter__(self) -> aiohttp.ClientSession:
+        return self._session
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+
+_sessions: Dict[Tuple[int, int], aiohttp.ClientSession] = {}
+
+
+def _endpoint_session(self: EndpointConfig) -> _Borrowed:
+    loop = asyncio.get_running_loop()
+    key = (id(self), id(loop))
+    session = _sessions.get(key)
+    if session is None or session.closed:
+        auth = (aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"])
+                if self.basic_auth else None)
+        session = aiohttp.ClientSession(
+            headers=self.headers, auth=auth,
+            timeout=aiohttp.ClientTimeout(total=rasa_endpoints.DEFAULT_REQUEST_TIMEOUT),
+            connector=aiohttp.TCPConnector(keepalive_timeout=3, limit=64))
+        _sessions[key] = session
+    return _Borrowed(session)
+
+
 def apply() -> None:
+    MessageProcessor._parse_message_with_graph = _parse_message_with_graph
+    rasa_processor.copy = _DebugOnlyCopy
+    EndpointConfig.session = _endpoint_session
     MessageProcessor.save_tracker = _save_tracker
-    rasa_tracker_store.create_engine_kwargs = _engine_kwargs
     rasa_tracker_store.SQLTrackerStore._retrieve = _sql_retrieve
     rasa_tracker_store.SQLTrackerStore._additional_events = _sql_additional_events
     rasa_tracker_store.SQLTrackerStore.save = _sql_save
     MessageProcessor.parse_message = _parse_message
-    if not event.contains(Engine, "connect", _sqlite_pragmas):
-        event.listen(Engine, "connect", _sqlite_pragmas)
     rasa_action.RemoteAction._validate_action_result = _validate_action_result
     rasa_events.Event.resolve_by_type = staticmethod(_resolve_by_type)

@@ -1,0 +1,131 @@
+"""Checks of our code that runs inside the Rasa process (bot/stores, bot/channels/rasa_patches),
+run by tests/test_rasa_side.py in the Rasa virtualenv, which has no pytest: each check raises
+on failure, and the script prints one JSON object {check name: "ok" or the error}.
+
+    cd bot && PYTHONPATH=. ../.venv-rasa/bin/python ../tests/rasa_side/checks.py TMPDIR
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+import traceback
+from pathlib import Path
+
+from rasa.core.tracker_store import SQLTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, SessionStarted, SlotSet, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+DOMAIN = Domain.load("domain.yml")
+TMP = Path(sys.argv[1])
+
+
+def _store(name: str):
+    from stores.sqlite_tracker_store import SqliteTrackerStore
+    return SqliteTrackerStore(domain=DOMAIN, db=str(TMP / name))
+
+
+def _turn(text: str, intent: str = "faq") -> list:
+    return [UserUttered(text, {"name": intent, "confidence": 0.9}), ActionExecuted("action_answer_faq"),
+            ActionExecuted("action_listen")]
+
+
+def check_tracker_round_trip_and_appends_only_new_events() -> None:
+    store = _store("a.db")
+    tracker = DialogueStateTracker.from_events("s1", [ActionExecuted("action_session_start"),
+                                                      SessionStarted(), ActionExecuted("action_listen")],
+                                               DOMAIN.slots)
+    for event in _turn("健康码能截图吗") + [SlotSet("lang", "zh")]:
+        tracker.update(event)
+    asyncio.run(store.save(tracker))
+    asyncio.run(store.save(tracker))               # saving twice writes nothing twice
+    back = asyncio.run(store.retrieve("s1"))
+    assert back is not None and back.get_slot("lang") == "zh"
+    assert back.latest_message.text == "健康码能截图吗"
+    for event in _turn("那打印呢"):
+        back.update(event)
+    asyncio.run(store.save(back))
+    rows = sqlite3.connect(TMP / "a.db").execute(
+        "SELECT type_name, intent_name, action_name FROM events WHERE sender_id='s1' ORDER BY id").fetchall()
+    # The session's events since SessionStarted are the tracker; action_session_start precedes it.
+    assert len(rows) == 10 and len(back.events) == 9, rows
+    assert rows[3] == ("user", "faq", None) and rows[4] == ("action", None, "action_answer_faq"), rows
+    assert asyncio.run(store.retrieve("nobody")) is None
+    assert asyncio.run(store.keys()) == ["s1"]
+
+
+def check_retrieve_gives_the_latest_session_and_full_gives_all() -> None:
+    store = _store("b.db")
+    events = [ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+              *_turn("第一次"),
+              ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+              *_turn("第二次")]
+    asyncio.run(store.save(DialogueStateTracker.from_events("s2", events, DOMAIN.slots)))
+    latest = asyncio.run(store.retrieve("s2"))
+    assert [e.text for e in latest.events if isinstance(e, UserUttered)] == ["第二次"]
+    full = asyncio.run(store.retrieve_full_tracker("s2"))
+    assert [e.text for e in full.events if isinstance(e, UserUttered)] == ["第一次", "第二次"]
+    # A tracker the store did not load is compared with what is stored: nothing doubles.
+    asyncio.run(store.save(DialogueStateTracker.from_events("s2", events[7:], DOMAIN.slots)))
+    assert len(asyncio.run(store.retrieve_full_tracker("s2")).events) == len(events)
+
+
+def check_the_table_is_rasas_sql_table_and_files_are_shared() -> None:
+    ours = _store("c.db")
+    asyncio.run(ours.save(DialogueStateTracker.from_events("s3", _turn("你好", "greet"), DOMAIN.slots)))
+    # Rasa's own SQL store reads what ours wrote, and a second process's store sees it too.
+    rasa_sql = SQLTrackerStore(domain=DOMAIN, dialect="sqlite", db=str(TMP / "c.db"))
+    assert asyncio.run(rasa_sql.retrieve("s3")).latest_message.text == "你好"
+    assert asyncio.run(_store("c.db").retrieve("s3")).latest_message.intent["name"] == "greet"
+    columns = [r[1] for r in sqlite3.connect(TMP / "c.db").execute("PRAGMA table_info(events)")]
+    assert columns == [c.name for c in SQLTrackerStore.SQLEvent.__table__.columns], columns
+
+
+def check_nlu_results_are_reused_per_text_and_language() -> None:
+    from rasa.core.channels.channel import UserMessage
+    from channels import rasa_patches
+
+    calls = []
+
+    def fake_graph(self, message, tracker, only_output_properties=True):
+        calls.append((message.text, (message.metadata or {}).get("lang")))
+        return {"text": message.text, "intent": {"name": "faq", "confidence": 0.9}, "entities": []}
+
+    class Processor:
+        graph_runner = object()
+
+    original = rasa_patches._graph_parse_uncached
+    rasa_patches._graph_parse_uncached = fake_graph
+    try:
+        proc = Processor()
+        parse = lambda text, meta: rasa_patches._parse_message_with_graph(  # noqa: E731
+            proc, UserMessage(text, metadata=meta), None)
+        first = parse("健康码能截图吗", {"lang": "zh", "user_id": "u1"})
+        first["intent"]["name"] = "changed by a caller"
+        again = parse("健康码能截图吗", {"lang": "zh", "signed_in": True})   # other keys: same parse
+        assert again["intent"]["name"] == "faq" and calls == [("健康码能截图吗", "zh")], calls
+        parse("健康码能截图吗", {"lang": "zh-hant"})
+        assert len(calls) == 2
+        proc.graph_runner = object()                        # a new model: nothing reused
+        parse("健康码能截图吗", {"lang": "zh"})
+        assert len(calls) == 3
+    finally:
+        rasa_patches._graph_parse_uncached = original
+
+
+def main() -> None:
+    results = {}
+    for name, fn in sorted(globals().items()):
+        if name.startswith("check_") and callable(fn):
+            try:
+                fn()
+                results[name] = "ok"
+            except Exception:
+                results[name] = traceback.format_exc()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
