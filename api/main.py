@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     async def lifespan(app: FastAPI):
         app.state.rasa = RasaClient(settings.rasa_url, settings.internal_token, settings.chat_timeout_s)
         app.state.executor = actions.make_executor()
+        app.state.domain = actions.load_domain()
         task = asyncio.create_task(_load_in_background(settings)) if load_index else None
         # Migrations run once here, before the first request can need the database.
         await asyncio.to_thread(store.default_sessions)
