@@ -27,6 +27,11 @@ def search(query: str, k: int = 3) -> SearchResult:
     return runtime.retriever().search(query, k=k)
 
 
+def cached(query: str, k: int = 3) -> SearchResult | None:
+    """search's result if this exact question was searched lately, without searching."""
+    return runtime.retriever().cached_result(query, k)
+
+
 def answer(text_in: str, lang: str = "zh", *, previous_faq_id: str | None = None,
            conversation_id: str | None = None) -> Reply:
     # One retriever for the whole turn: a KB reload swapping the index in between must not

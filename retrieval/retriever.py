@@ -274,12 +274,18 @@ class Retriever:
         self.use_vectors = use_vectors
         self._batching = batching
         self._batcher: BatchingQueryEncoder | None = None
+        self._use_batcher: BatchingQueryEncoder | None = None
         self._bm25_entries: BM25 | None = None
         self._phrasing_terms: list[list[str]] = []
         self._bm25_answers: BM25 | None = None
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
+        # Whole results by (question, k): users ask the popular questions in the same words again
+        # and again, and a repeat then costs a dictionary lookup instead of tokenising, BM25 and
+        # the encoders. Never shared with another Retriever (with_params, a reloaded KB): the
+        # result depends on the KB and on every parameter.
+        self._results: OrderedDict[tuple[str, int], SearchResult] = OrderedDict()
         # Which way each search went (cheap answer / cheap none / e5), for measuring the cascade.
         self.paths: Counter[str] = Counter()
         # A question asked exactly as a KB phrasing is that entry's, whatever the fused scores
@@ -301,8 +307,9 @@ class Retriever:
     def close(self) -> None:
         """Let go of background work (the batching thread), so a swapped-out retriever and its
         model can be freed. Searches still running on it finish; later ones encode directly."""
-        if self._batcher is not None:
-            self._batcher.close()
+        for batcher in (self._batcher, self._use_batcher):
+            if batcher is not None:
+                batcher.close()
 
     def warm_up(self) -> None:
         """Load the tokenizer and the encoders, build BM25, encode phrasings if no index given."""
@@ -327,6 +334,10 @@ class Retriever:
             self.use.warm_up()
             if self.use_vectors is None:
                 self.use_vectors = self.encode_phrasings_use()
+            if self._batching:
+                # USE runs for every question (the cascade's first stage): batched, concurrent
+                # questions cost ~0.6 ms each instead of ~1.7 ms one by one.
+                self._use_batcher = BatchingQueryEncoder(self.use)
         self._ready = True
 
     def _bm25_params(self) -> BM25Params:
@@ -362,6 +373,7 @@ class Retriever:
             other._bm25_entries, other._bm25_answers = self._bm25_entries, self._bm25_answers
             other._phrasing_terms = self._phrasing_terms
             other._batcher = self._batcher
+            other._use_batcher = self._use_batcher
             other._cache = self._cache
             other._cache_lock = self._cache_lock
             other._ready = other.use is None or other.use_vectors is not None
@@ -393,7 +405,11 @@ class Retriever:
         return self._cached("e5", text, encode)
 
     def _use_vector(self, text: str) -> np.ndarray:
-        return self._cached("use", text, lambda t: self.use.encode_queries([t])[0])
+        def encode(t: str) -> np.ndarray:
+            if self._use_batcher is not None:
+                return self._use_batcher.encode_query(t)
+            return self.use.encode_queries([t])[0]
+        return self._cached("use", text, encode)
 
     def components(self, query: str, qvec: np.ndarray | None = None,
                    exclude_row: int | None = None, *, uvec: np.ndarray | None = None,
@@ -426,10 +442,33 @@ class Retriever:
     def entry_scores(self, query: str) -> np.ndarray:
         return fuse(self.components(query), self.groups, self.params)
 
+    def cached_result(self, query: str, k: int = 3) -> SearchResult | None:
+        """The result of an earlier identical search, or None: cheap enough to call on the event
+        loop before handing a search to a worker thread."""
+        key = (query, max(1, int(k)))
+        with self._cache_lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+                self.paths["cached"] += 1
+        return hit
+
     def search(self, query: str, k: int = 3) -> SearchResult:
         if not self._ready:
             raise RuntimeError("call warm_up() before searching")
         k = max(1, int(k))
+        hit = self.cached_result(query, k)
+        if hit is not None:
+            return hit
+        result = self._search(query, k)
+        if self._cache_size:
+            with self._cache_lock:
+                self._results[(query, k)] = result
+                while len(self._results) > self._cache_size:
+                    self._results.popitem(last=False)
+        return result
+
+    def _search(self, query: str, k: int) -> SearchResult:
         if is_blank_or_noise(query) or is_smalltalk(query):
             return SearchResult(query=query, decision="none", results=(), kb_version=self.kb.version)
         p = self.params

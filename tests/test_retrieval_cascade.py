@@ -151,3 +151,29 @@ def test_calibration_split_is_stable_and_leaves_seed_questions_to_training():
     assert all(side[t] == m for t, m in zip(ph2.texts, calibration_rows(ph2)) if t in side)
     many = Phrasings(tuple(f"说法{i}" for i in range(2000)), (0,) * 2000, (True,) * 2000)
     assert abs(calibration_rows(many).mean() - CALIBRATION_SHARE) < 0.05
+
+
+def test_a_repeated_question_is_answered_from_the_result_cache():
+    r, e5, use = make()
+    first = r.search("外国护照能领健康码吗", k=2)
+    calls = (sum(e5.calls), sum(use.calls))
+    assert r.cached_result("外国护照能领健康码吗", k=2) is first
+    assert r.search("外国护照能领健康码吗", k=2) is first
+    assert (sum(e5.calls), sum(use.calls)) == calls and r.paths["cached"] == 2
+    # Another k or another text is a new search; so is the same text on other parameters.
+    assert r.cached_result("外国护照能领健康码吗", k=3) is None
+    assert len(r.search("外国护照能领健康码吗", k=3).results) == 3
+    other = r.with_params(replace(BASE, t_answer=0.99, margin=0.5))
+    assert other.cached_result("外国护照能领健康码吗", k=2) is None
+    assert other.search("外国护照能领健康码吗", k=2).decision != "answer"
+
+
+def test_the_result_cache_is_bounded_and_can_be_off():
+    r, _, _ = make(cache_size=2)
+    for q in ("健康码截屏了还能用不", "外国护照能领健康码吗", "明天福州会下雨吗"):
+        r.search(q)
+    assert r.cached_result("健康码截屏了还能用不") is None
+    assert r.cached_result("明天福州会下雨吗") is not None
+    off, _, _ = make(cache_size=0)
+    off.search("明天福州会下雨吗")
+    assert off.cached_result("明天福州会下雨吗") is None

@@ -18,7 +18,9 @@ async def search(q: Annotated[str, Query(max_length=2000)] = "", k: Annotated[in
         raise ApiError(422, "empty_query", "q must contain some text")
     if not runtime.ready():
         raise ApiError(503, "not_ready", "the index is still loading")
-    result = await run_in_threadpool(faq.search, query, k)
+    # A repeated question is answered from the retriever's result cache on the event loop: the
+    # thread hand-off would cost more than the lookup.
+    result = faq.cached(query, k) or await run_in_threadpool(faq.search, query, k)
     return {
         "query": q,
         "abstain": result.abstain,
