@@ -4,11 +4,14 @@ Each mode starts the whole stack fresh (tools.stack), records the time to a heal
 the total RSS of its processes, then drives it with closed-loop clients on loopback (a lean
 keep-alive client, tools/loadgen.py, so the load generator takes little of the 2 cores): a bounded
 number of requests per run, questions cycled from the dev set (only read, never trained on).
+"repeated" runs ask questions the service has seen (each once before the run, so the result and
+NLU caches hold them); "unique" runs append a number to every question, so no cache helps.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import tempfile
@@ -44,6 +47,10 @@ def process_tree_rss_mb(root_pid: int) -> float:
     return total_kb / 1024
 
 
+# Numbers appended to "unique" questions continue from run to run, so no run sees another's text.
+_UNIQUE_NUMBERS = itertools.count(1)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -55,29 +62,37 @@ async def drive(base: str, kind: str, questions: list[str], clients: int, total:
     latencies: list[float] = []
     errors = 0
     counter = iter(range(total))
+    numbers = {i: next(_UNIQUE_NUMBERS) for i in range(total)} if unique else {}
 
-    async def call(conn: Connection, q: str, sender: str) -> int:
+    async def call(conn: Connection, q: str, sender: str) -> bool:
+        """True for a real answer: a 200 with results, or a 200 with at least one bot message
+        (a turn whose action failed still comes back 200, with nothing to say)."""
         if kind == "search":
-            status, _ = await conn.request("GET", "/api/v1/faq/search", params={"q": q, "k": 3})
-        else:
-            status, _ = await conn.request("POST", "/api/v1/chat", json_body={"sender": sender, "text": q})
-        return status
+            status, body = await conn.request("GET", "/api/v1/faq/search", params={"q": q, "k": 3})
+            return status == 200 and isinstance(json.loads(body).get("results"), list)
+        status, body = await conn.request("POST", "/api/v1/chat", json_body={"sender": sender, "text": q})
+        return status == 200 and bool(json.loads(body).get("messages"))
 
     async def worker(wid: int) -> None:
         nonlocal errors
         async with Connection(base) as conn:
             for i in counter:
-                q = questions[i % len(questions)] + (f" {i}" if unique else "")
+                q = questions[i % len(questions)] + (f" {numbers[i]}" if unique else "")
                 t0 = time.perf_counter()
-                status = await call(conn, q, f"bench-{wid}-{i}")
+                ok = await call(conn, q, f"bench-{wid}-{i}")
                 latencies.append((time.perf_counter() - t0) * 1000)
-                errors += status != 200
+                errors += not ok
 
-    # Warm-up: first requests pay for lazy initialisation, which is not what we measure.
+    # Warm-up: first requests pay for lazy initialisation, which is not what we measure. For
+    # "repeated", every question is asked once first: the run then measures a service answering
+    # questions it has seen (the popular ones, in the same words), while "unique" measures one
+    # that has seen none of them.
     async with Connection(base) as conn:
-        for q in questions[:5]:
-            await conn.request("GET", "/api/v1/faq/search", params={"q": q})
-            await conn.request("POST", "/api/v1/chat", json_body={"sender": "bench-warm", "text": q})
+        for q in questions if not unique else questions[:5]:
+            if kind == "search" or unique:
+                await conn.request("GET", "/api/v1/faq/search", params={"q": q, "k": 3})
+            if kind == "chat" or unique:
+                await conn.request("POST", "/api/v1/chat", json_body={"sender": "bench-warm", "text": q})
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(clients)))
     wall = time.perf_counter() - t0
@@ -114,7 +129,7 @@ def load_questions(path: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS)
-    parser.add_argument("--requests", type=int, default=400, help="requests per (endpoint, clients) run")
+    parser.add_argument("--requests", type=int, default=800, help="requests per (endpoint, clients) run")
     parser.add_argument("--modes", default="hybrid,bm25")
     args = parser.parse_args()
     questions = load_questions(args.questions)
