@@ -59,6 +59,10 @@ class HCInput(InputChannel):
     ) -> Blueprint:
         hc_webhook = Blueprint("hc_webhook", __name__)
 
+        @hc_webhook.listener("after_server_stop")
+        async def close_action_sessions(_app: Any, _loop: Any) -> None:
+            await rasa_patches.close_sessions()
+
         @hc_webhook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
             return response.json({"status": "ok"})

@@ -179,12 +179,15 @@ class _Borrowed:
         return None
 
 
-_sessions: Dict[Tuple[int, int], aiohttp.ClientSession] = {}
+_sessions: Dict[Tuple[Text, Text, int], aiohttp.ClientSession] = {}
 
 
 def _endpoint_session(self: EndpointConfig) -> _Borrowed:
+    # Keyed by what the session itself carries (the URL comes with each request), not by the
+    # config object: a session is never handed to a config with other headers or credentials.
     loop = asyncio.get_running_loop()
-    key = (id(self), id(loop))
+    key = (json.dumps(self.headers, sort_keys=True, default=str),
+           json.dumps(self.basic_auth, sort_keys=True, default=str), id(loop))
     session = _sessions.get(key)
     if session is None or session.closed:
         auth = (aiohttp.BasicAuth(self.basic_auth["username"], self.basic_auth["password"])
@@ -195,6 +198,13 @@ def _endpoint_session(self: EndpointConfig) -> _Borrowed:
             connector=aiohttp.TCPConnector(keepalive_timeout=3, limit=64))
         _sessions[key] = session
     return _Borrowed(session)
+
+
+async def close_sessions() -> None:
+    """At server stop: the kept-alive sessions are closed, not left to the garbage collector."""
+    while _sessions:
+        _, session = _sessions.popitem()
+        await session.close()
 
 
 def apply() -> None:

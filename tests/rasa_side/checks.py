@@ -115,6 +115,29 @@ def check_nlu_results_are_reused_per_text_and_language() -> None:
         rasa_patches._graph_parse_uncached = original
 
 
+def check_action_calls_share_one_session_per_headers_and_loop() -> None:
+    from rasa.utils.endpoints import EndpointConfig
+    from channels import rasa_patches
+
+    async def sessions():
+        a = EndpointConfig("http://127.0.0.1:1/a", token="t")
+        b = EndpointConfig("http://127.0.0.1:1/b", token="t")
+        other = EndpointConfig("http://127.0.0.1:1/a", headers={"X-Other": "1"})
+        async with rasa_patches._endpoint_session(a) as s1, rasa_patches._endpoint_session(b) as s2, \
+                rasa_patches._endpoint_session(other) as s3:
+            pass
+        # The block's end leaves the shared session open for the next call.
+        assert s1 is s2 and s1 is not s3 and not s1.closed
+        await s1.close()
+        await s3.close()
+        async with rasa_patches._endpoint_session(a) as s4:   # a closed one is replaced
+            assert s4 is not s1 and not s4.closed
+        await rasa_patches.close_sessions()                    # at server stop
+        assert s4.closed and not rasa_patches._sessions
+
+    asyncio.run(sessions())
+
+
 def main() -> None:
     results = {}
     for name, fn in sorted(globals().items()):
