@@ -398,18 +398,10 @@ class Retriever:
         return vec
 
     def _query_vector(self, text: str) -> np.ndarray:
-        def encode(t: str) -> np.ndarray:
-            if self._batcher is not None:
-                return self._batcher.encode_query(t)
-            return self.encoder.encode_queries([t])[0]
-        return self._cached("e5", text, encode)
+        return self._cached("e5", text, lambda t: _encode_one(self._batcher, self.encoder, t))
 
     def _use_vector(self, text: str) -> np.ndarray:
-        def encode(t: str) -> np.ndarray:
-            if self._use_batcher is not None:
-                return self._use_batcher.encode_query(t)
-            return self.use.encode_queries([t])[0]
-        return self._cached("use", text, encode)
+        return self._cached("use", text, lambda t: _encode_one(self._use_batcher, self.use, t))
 
     def components(self, query: str, qvec: np.ndarray | None = None,
                    exclude_row: int | None = None, *, uvec: np.ndarray | None = None,
@@ -500,6 +492,13 @@ class Retriever:
             for i in order[:k]
         )
         return SearchResult(query=query, decision=decision, results=hits, kb_version=self.kb.version)
+
+
+def _encode_one(batcher: BatchingQueryEncoder | None, encoder: QueryEncoder, text: str) -> np.ndarray:
+    """One query's vector: through the batching thread when there is one, else directly."""
+    if batcher is not None:
+        return batcher.encode_query(text)
+    return encoder.encode_queries([text])[0]
 
 
 def _limit_blas_threads() -> None:
