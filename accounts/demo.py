@@ -1,7 +1,8 @@
 """Demo accounts, one per diagnosis family, loaded only when HC_DEMO=1.
 
 Every document is fictitious and says so in `demo_label` (unknown fields are kept by the store),
-and every user id starts with "demo-". Dates are relative to today so the cases stay true.
+and every user id starts with "demo-". Neither makes an account a demo one: the store's is_demo
+flag, set only by `load`, does. Dates are relative to today so the cases stay true.
 """
 from __future__ import annotations
 
@@ -57,9 +58,11 @@ def documents(today: date) -> list[dict]:
 
 
 def load(today: date) -> list[str]:
-    """Create or replace the demo accounts; returns their user ids."""
+    """Create or replace the demo accounts, flagged as demo in the store (the only accounts demo
+    sign-in opens); returns the user ids stored. An id that a real account holds (an admin stored
+    it) is left alone and not returned."""
     ids = []
     for doc in documents(today):
-        service.put_account(doc["user_id"], parse_account(doc))
-        ids.append(doc["user_id"])
+        if service.put_demo_account(doc["user_id"], parse_account(doc)) is not None:
+            ids.append(doc["user_id"])
     return ids

@@ -1,6 +1,7 @@
 """What the API routes and the bot's actions call: accounts (audited reads), sessions, agents.
 
-    put_account("demo-0001", account)                      # admin: create or replace
+    put_account("demo-0001", account)                      # admin: create or replace (a real account)
+    put_demo_account("demo-minor", account)                # accounts.demo only; is_demo_account() → True
     read_account_for("demo-0001", conversation_id=sender,  # every read leaves an audit row;
                      actor="bot", purpose="diagnosis")     # None when the source has no account
     token, expires_at = create_session("demo-0001")        # admin: stands in for the channel login
@@ -33,6 +34,7 @@ log = logging.getLogger("hc.accounts")
 _lock = threading.Lock()
 _sessions: sessionmaker[Session] | None = None
 _source: AccountSource | None = None
+_settings: Settings | None = None
 
 
 # --- where things are ---------------------------------------------------------------------------
@@ -43,6 +45,18 @@ def configure(target: Engine | sessionmaker | None, *, source: AccountSource | N
     with _lock:
         _sessions = target if target is None or isinstance(target, sessionmaker) else session_factory(target)
         _source = source
+
+
+def use_settings(settings: Settings | None) -> None:
+    """The app's own settings (its account source, its session lifetime), set at start-up;
+    None: the environment's (CLIs, tests that configure nothing)."""
+    global _settings, _source
+    with _lock:
+        _settings, _source = settings, None
+
+
+def settings() -> Settings:
+    return _settings or get_settings()
 
 
 def sessions() -> sessionmaker[Session]:
@@ -65,7 +79,7 @@ def source() -> AccountSource:
     with _lock:
         if _source is None:
             _source = (SqlAccountStore(_sessions) if _sessions is not None
-                       else source_from_settings(get_settings(), default_sessions()))
+                       else source_from_settings(settings(), default_sessions()))
         return _source
 
 
@@ -80,6 +94,23 @@ def put_account(user_id: str, account: Account) -> datetime:
     updated_at = source().put(user_id, account)
     log_event(log, "account_stored", user=user_ref(user_id), fields=sorted(account.document()))
     return updated_at
+
+
+def put_demo_account(user_id: str, account: Account) -> datetime | None:
+    """Store one of accounts.demo's fictitious accounts, flagged as demo (open to HC_DEMO sign-in).
+
+    Only the demo loader calls this. None, and nothing stored, when a real account (one stored
+    through put_account) holds the user_id: a demo never replaces a person's account."""
+    updated_at = source().put_demo(user_id, account)
+    log_event(log, "demo_account_stored" if updated_at else "demo_account_skipped",
+              user=user_ref(user_id))
+    return updated_at
+
+
+def is_demo_account(user_id: str) -> bool:
+    """True only for an account the demo loader stored and nobody has replaced since; always
+    False for the upstream source. What the demo sign-in route asks, never the id's shape."""
+    return source().is_demo(user_id)
 
 
 def read_account_for(user_id: str, *, conversation_id: str | None, actor: str,
@@ -114,7 +145,7 @@ def personal_strings(account: Account | None) -> tuple[str, ...]:
 
 # --- sessions and agents ------------------------------------------------------------------------
 def create_session(user_id: str, *, ttl_s: float | None = None) -> tuple[str, datetime]:
-    ttl = ttl_s if ttl_s is not None else get_settings().session_ttl_s
+    ttl = ttl_s if ttl_s is not None else settings().session_ttl_s
     token, expires_at = tokens.create_session(sessions(), user_id, ttl_s=ttl)
     log_event(log, "session_created", user=user_ref(user_id), expires_at=expires_at.isoformat())
     return token, expires_at

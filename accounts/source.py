@@ -13,10 +13,11 @@ from urllib.parse import quote
 
 import httpx
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from diagnosis.account import Account, AccountInvalid, parse_account
-from store.models import AccountRow, utcnow
+from store.models import AccountRow, UserSession, utcnow
 
 
 class SourceUnavailable(RuntimeError):
@@ -33,7 +34,15 @@ class AccountSource(Protocol):
         """The user's account, or None when the source knows no such user."""
 
     def put(self, user_id: str, account: Account) -> datetime:
-        """Create or replace the user's account; returns when it was stored."""
+        """Create or replace the user's account; returns when it was stored. The account is a
+        real one from then on (closed to demo sign-in), whatever it was before."""
+
+    def put_demo(self, user_id: str, account: Account) -> datetime | None:
+        """Store a fictitious demo account (accounts.demo) flagged as such; None, and nothing
+        stored, when a real account holds this user_id."""
+
+    def is_demo(self, user_id: str) -> bool:
+        """True only for an account that put_demo stored and put has not replaced since."""
 
 
 def as_utc(value: datetime) -> datetime:
@@ -42,7 +51,7 @@ def as_utc(value: datetime) -> datetime:
 
 
 class SqlAccountStore:
-    """The built-in store: table `accounts` (user_id, document JSON, updated_at)."""
+    """The built-in store: table `accounts` (user_id, document JSON, updated_at, is_demo)."""
 
     def __init__(self, sessions: sessionmaker[Session]):
         self._sessions = sessions
@@ -59,21 +68,40 @@ class SqlAccountStore:
             raise SourceUnavailable(f"stored account no longer valid: {exc}") from None
 
     def put(self, user_id: str, account: Account) -> datetime:
+        stored = self._put(user_id, account, demo=False)
+        assert stored is not None
+        return stored
+
+    def put_demo(self, user_id: str, account: Account) -> datetime | None:
+        return self._put(user_id, account, demo=True)
+
+    def is_demo(self, user_id: str) -> bool:
+        with self._sessions() as session:
+            row = session.get(AccountRow, user_id)
+            return row is not None and row.is_demo is True
+
+    def _put(self, user_id: str, account: Account, *, demo: bool) -> datetime | None:
         document, now = account.document(), utcnow()
         try:
-            self._upsert(user_id, document, now)
+            return self._upsert(user_id, document, now, demo=demo)
         except IntegrityError:
             # Two admins created this user at once and the other INSERT won: now it is an update.
-            self._upsert(user_id, document, now)
-        return now
+            return self._upsert(user_id, document, now, demo=demo)
 
-    def _upsert(self, user_id: str, document: dict, now: datetime) -> None:
+    def _upsert(self, user_id: str, document: dict, now: datetime, *, demo: bool) -> datetime | None:
         with self._sessions.begin() as session:
-            row = session.get(AccountRow, user_id)
+            row = session.get(AccountRow, user_id, with_for_update=True)
             if row is None:
-                session.add(AccountRow(user_id=user_id, document=document, updated_at=now))
-            else:
-                row.document, row.updated_at = document, now
+                session.add(AccountRow(user_id=user_id, document=document, updated_at=now, is_demo=demo))
+                return now
+            if demo and not row.is_demo:
+                return None             # a real account: the demo loader never overwrites one
+            if row.is_demo and not demo:
+                # A demo account becomes a real one: sessions handed out by the open demo sign-in
+                # must not carry over to it.
+                session.execute(delete(UserSession).where(UserSession.user_id == user_id))
+            row.document, row.updated_at, row.is_demo = document, now, demo
+            return now
 
     def updated_at(self, user_id: str) -> datetime | None:
         with self._sessions() as session:
@@ -124,6 +152,12 @@ class HttpAccountSource:
     def put(self, user_id: str, account: Account) -> datetime:
         raise ReadOnlySource("accounts come from the upstream platform (HC_ACCOUNT_SOURCE=http); "
                              "change them there")
+
+    def put_demo(self, user_id: str, account: Account) -> datetime | None:
+        return self.put(user_id, account)
+
+    def is_demo(self, user_id: str) -> bool:
+        return False        # every upstream account is a real person's: no demo sign-in
 
     def close(self) -> None:
         if self._client is not None:

@@ -135,6 +135,34 @@ def test_get_is_masked_and_audited(api, db):
         ("admin", "demo-0001", "admin_view", True, None)
 
 
+def test_get_masks_personal_data_in_every_field(api):
+    """Family phones, unknown fields, nested lists and dicts: no raw value in the response."""
+    client, _ = api
+    doc = document(
+        family=[{"relation": "parent", "name": FAMILY_NAME, "id_number": FAMILY_ID, "phone": "13700137000"}],
+        emergency_contact={"name": "王芳", "phone": "13912345678"},
+        notes="身份证350102199001011234",
+        history=[{"by": "陈建国", "items": ["张伟伟", {"tel": "13612345678", "id": "350102198001011234"}]}],
+        vendor={"ref": {"owner": {"full_name": "赵子龙", "mobile": 13512345678}}},
+        origin={"province": "广东", "on_national_platform": True, "color": "green"})
+    assert client.post("/api/v1/admin/accounts/demo-0001", json=doc, headers=admin()).status_code == 200
+    r = client.get("/api/v1/admin/accounts/demo-0001", headers=admin())
+    assert r.status_code == 200
+    for raw in (*RAW_PII, "13700137000", "王芳", "13912345678", "陈建国", "张伟伟", "13612345678",
+                "350102198001011234", "赵子龙", "13512345678", "1990-01-01"):
+        assert raw not in r.text, raw
+    account = r.json()["account"]
+    assert set(account) == set(doc)                      # every field still listed
+    assert account["emergency_contact"] == {"name": "王*", "phone": "139****5678"}
+    assert account["family"][0]["phone"] == "137****7000"
+    # What is not personal stays in clear.
+    assert account["auth_level"] == "L4" and account["code"]["color"] == "orange"
+    assert account["quarantine"] == {"start": "2026-11-01", "end": "2026-11-15", "symptoms": False}
+    assert account["family"][0]["relation"] == "parent"
+    assert account["origin"] == {"province": "广东", "on_national_platform": True, "color": "green"}
+    assert account["birth_date"] == "1990-**-**"
+
+
 def test_get_unknown_user_is_404_and_still_audited(api, db):
     client, _ = api
     r = client.get("/api/v1/admin/accounts/nobody", headers=admin())

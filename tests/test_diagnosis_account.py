@@ -105,6 +105,85 @@ def test_masked_document_hides_personal_data_and_keeps_the_rest():
     assert m["code"] == CONTRACT_EXAMPLE["code"]
 
 
+# Personal data in places the old deny-list never looked: a family phone, unknown fields at any
+# depth, in lists and dicts, as strings and as numbers, even in a key.
+HIDDEN = {
+    "family": [{"relation": "parent", "name": "林大山", "id_number": "350102196001011234",
+                "phone": "13700137000", "nickname": "阿山哥"}],
+    "emergency_contact": {"name": "王芳", "phone": "13912345678", "id_number": 350102197001011234},
+    "notes": "身份证350102199001011234",
+    "contacts": [{"who": "陈建国", "tel": "13612345678",
+                  "ids": ["350102198001011234", {"deep": ["张伟伟", 13512345670]}]}],
+    "13512345678": "键里的手机号",
+    "face_attempts": [{"at": "2026-11-26T09:30:00+08:00", "ok": False, "reason": "liveness",
+                       "operator": "李四光"}],
+    "code": {"color": "orange", "reasons": ["quarantine"], "since": "2026-11-01T10:00:00+08:00",
+             "issued_to": "林小明"},
+    "vip": True, "visits": 3,
+}
+HIDDEN_RAW = ("林小明", "350102199001011234", "13800138000", "林大山", "350102196001011234",
+              "13700137000", "阿山哥", "王芳", "13912345678", "350102197001011234", "陈建国",
+              "13612345678", "350102198001011234", "张伟伟", "13512345670", "13512345678",
+              "键里的手机号", "李四光", "1990-01-01")
+
+
+def hidden_document() -> dict:
+    return {**CONTRACT_EXAMPLE, **HIDDEN}
+
+
+def test_masked_document_masks_every_personal_value_wherever_it_is():
+    import json
+
+    m = parse_account(hidden_document()).masked_document()
+    text = json.dumps(m, ensure_ascii=False)
+    for raw in HIDDEN_RAW:
+        assert raw not in text, raw
+    # Known kinds keep their usual masks, also where the contract does not declare them.
+    assert m["family"][0]["phone"] == "137****7000"
+    assert m["emergency_contact"] == {"name": "王*", "phone": "139****5678",
+                                      "id_number": "3501**********1234"}
+    # Anything else undeclared is only a hint: it could be a bare name.
+    assert m["family"][0]["nickname"] == "阿**" and m["notes"] == "身**"
+    assert m["contacts"][0]["who"] == "陈**" and m["code"]["issued_to"] == "林**"
+    assert m["face_attempts"][0]["operator"] == "李**"
+    assert m["birth_date"] == "1990-**-**"
+    assert m["vip"] is True and m["visits"] == 3           # flags and counts may stay
+
+
+def test_masked_document_keeps_every_key_and_the_non_personal_values():
+    doc = hidden_document()
+    m = parse_account(doc).masked_document()
+    assert set(m) - {"135****5678"} == set(doc) - {"13512345678"} and "135****5678" in m
+    assert set(m["emergency_contact"]) == {"name", "phone", "id_number"}
+    assert set(m["contacts"][0]) == {"who", "tel", "ids"} and len(m["contacts"][0]["ids"]) == 2
+    for key in ("user_id", "id_type", "auth_level", "identity_check", "arrival", "origin",
+                "quarantine", "overseas"):
+        assert m[key] == CONTRACT_EXAMPLE[key], key
+    assert {k: m["code"][k] for k in ("color", "reasons", "since")} == CONTRACT_EXAMPLE["code"]
+    attempt = m["face_attempts"][0]
+    assert {k: attempt[k] for k in ("at", "ok", "reason")} == CONTRACT_EXAMPLE["face_attempts"][0]
+    assert m["family"][0]["relation"] == "parent"
+
+
+def test_a_field_of_the_wrong_shape_is_not_half_shown():
+    """mask_phone keeps 7 characters: a name written in a phone field must not keep them."""
+    m = parse_account({"phone": "王芳母亲的手机号码", "family": [{"phone": "Wang Fang mobile"}],
+                       "id_number": "林小明的身份证号码"}).masked_document()
+    assert m == {"phone": "王**", "family": [{"phone": "W**"}], "id_number": "林**"}
+
+
+def test_every_declared_field_is_in_the_admin_view():
+    """A field added to the declaration must be classified (clear or masked) on purpose."""
+    from diagnosis.account import ADMIN_VIEW, Code, FaceAttempt, FamilyMember, Origin, Overseas, Quarantine
+
+    assert set(Account.model_fields) <= set(ADMIN_VIEW)
+    for key, model in (("origin", Origin), ("code", Code), ("quarantine", Quarantine),
+                       ("overseas", Overseas)):
+        assert set(model.model_fields) <= set(ADMIN_VIEW[key]), key
+    assert set(FaceAttempt.model_fields) <= set(ADMIN_VIEW["face_attempts"][0])
+    assert set(FamilyMember.model_fields) <= set(ADMIN_VIEW["family"][0])
+
+
 def test_assignment_is_validated():
     a = Account()
     with pytest.raises(ValueError):

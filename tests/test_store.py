@@ -143,3 +143,37 @@ def test_concurrent_migrations_in_one_process(kind, tmp_path):
             t.join(60)
         assert errors == []
         assert current_revision(engine) == head()
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_account_is_demo_migration_keeps_rows_and_closes_them(kind, tmp_path):
+    """0003 adds accounts.is_demo (not null, false) to a table that already has rows, and back."""
+    from alembic import command
+    from sqlalchemy import text
+
+    with engine_for(kind, tmp_path) as engine:
+        migrate(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO accounts (user_id, document, updated_at) "
+                              "VALUES ('demo-minor', :doc, :at)"),
+                         {"doc": '{"user_id": "demo-minor"}', "at": datetime.now(timezone.utc)})
+        migrate(engine)
+        assert current_revision(engine) == head()
+        [column] = [c for c in inspect(engine).get_columns("accounts") if c["name"] == "is_demo"]
+        assert column["nullable"] is False
+        with engine.connect() as conn:
+            # A row from before the flag existed is a real account: never opened by inference.
+            assert conn.execute(text("SELECT user_id, is_demo FROM accounts")).all() == \
+                [("demo-minor", False)]
+        with engine.begin() as conn:     # the default also fills rows inserted without the column
+            conn.execute(text("INSERT INTO accounts (user_id, document, updated_at) "
+                              "VALUES ('u2', '{}', :at)"), {"at": datetime.now(timezone.utc)})
+            assert conn.execute(text("SELECT is_demo FROM accounts WHERE user_id = 'u2'")).scalar() \
+                in (False, 0)
+
+    with engine_for(kind, tmp_path / "down") as engine:
+        migrate(engine, "0003")
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0002")
+        assert "is_demo" not in {c["name"] for c in inspect(engine).get_columns("accounts")}
+        assert current_revision(engine) == "0002"

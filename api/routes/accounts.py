@@ -56,7 +56,8 @@ async def put_account(user_id: UserId, request: Request):
 
 @router.get("/accounts/{user_id}")
 async def get_account(user_id: UserId):
-    """The stored document with names, ID and phone numbers masked (the read is audited)."""
+    """The stored document, every key kept, only the non-personal values in clear
+    (Account.masked_document: diagnosis.account.ADMIN_VIEW); the read is audited."""
     try:
         account = await asyncio.to_thread(accounts.read_account_for, user_id, conversation_id=None,
                                           actor="admin", purpose="admin_view")

@@ -1,4 +1,4 @@
-"""Demo sign-in: only when HC_DEMO=1, and only for the fictitious demo-* accounts."""
+"""Demo sign-in: only when HC_DEMO=1, and only for the accounts the demo loader stored as demo."""
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
@@ -18,19 +18,27 @@ def _require_demo(request: Request) -> None:
         raise ApiError(404, "not_found", "demo mode is off (set HC_DEMO=1)")
 
 
-@router.get("/accounts")
+@router.get("/accounts", responses={404: {"description": "demo mode is off"}})
 async def demo_accounts(request: Request):
-    """The demo accounts you can chat as, with what each one shows."""
+    """The demo accounts you can chat as (those the store holds as demo), with what each one shows."""
     _require_demo(request)
-    return {"accounts": [{"user_id": d["user_id"], "label": d["demo_label"]}
-                         for d in demo.documents(demo_today())]}
+
+    def listed() -> list[dict]:
+        return [{"user_id": d["user_id"], "label": d["demo_label"]}
+                for d in demo.documents(demo_today()) if service.is_demo_account(d["user_id"])]
+
+    return {"accounts": await run_in_threadpool(listed)}
 
 
-@router.post("/sessions")
+@router.post("/sessions", responses={403: {"description": "not a demo account (not_a_demo_account)"},
+                                     404: {"description": "demo mode is off"}})
 async def demo_session(body: DemoSignIn, request: Request):
+    """A session token for one of the demo accounts; any other account, whatever its id, → 403."""
     _require_demo(request)
-    if not body.user_id.startswith(demo.PREFIX):
-        raise ApiError(403, "forbidden", "demo sign-in is only for demo-* accounts")
+    # The store's flag decides (set only by the demo loader), never the id's "demo-" prefix or a
+    # document field: an admin can create "demo-x" as a real account, and that one stays closed.
+    if not await run_in_threadpool(service.is_demo_account, body.user_id):
+        raise ApiError(403, "not_a_demo_account", "demo sign-in is only for the demo accounts")
     token, expires_at = await run_in_threadpool(service.create_session, body.user_id)
     return {"token": token, "expires_at": expires_at.isoformat()}
 
