@@ -9,8 +9,11 @@
    dir>` followed by a reload needs no rebuild here), or one a previous reload built. Failing
    that, build it (encode, calibrate) into <var>/kb-index/<kb version>/.
 3. Load it into a new retriever with a fresh encoder (each index carries its own fine-tuned
-   weights; the old model is freed once the old retriever is dropped) and install it with runtime.install, one reference assignment: a request already searching
-   finishes on the old retriever, the next one starts on the new.
+   weights; the old model is freed once the old retriever is dropped) and install it with
+   runtime.install, one reference assignment: a request already searching finishes on the old
+   retriever, the next one starts on the new. The replaced retriever is then closed: its
+   batching threads end (searches still running on it are answered) so it and its model can
+   be garbage collected.
 
 This runs in a worker thread; one reload at a time (a second caller gets ReloadBusy).
 """
@@ -71,16 +74,21 @@ def _reload(settings: Settings, index_dir: Path | None) -> Reloaded:
 
     started = time.perf_counter()
     kb = load_kb(settings.kb_path)           # KBError propagates: the caller reports the line
-    previous = runtime.retriever() if runtime.ready() else None
-    previous_version = previous.kb.version if previous is not None else None
 
     if settings.retrieval_mode == "bm25":
         retriever, used, built = _bm25_retriever(kb), None, False
     else:
         retriever, used, built = _dense_retriever(settings, kb, index_dir)
-    runtime.install(retriever)
-    if previous is not None and hasattr(previous, "close"):
-        previous.close()
+    replaced = runtime.install(retriever)
+    previous_version = replaced.kb.version if replaced is not None else None
+    # The replaced retriever may still be answering searches that started before the swap:
+    # close() lets them finish (queued queries are answered, later ones encode directly) and
+    # ends its batching threads, which otherwise would keep the old model alive.
+    if replaced is not None and replaced is not retriever and hasattr(replaced, "close"):
+        try:
+            replaced.close()
+        except Exception:   # the new KB is serving already; a failed clean-up must not undo that
+            log.exception("closing the replaced retriever failed")
     result = Reloaded(kb.version, previous_version, len(kb.entries), str(used) if used else None, built,
                       time.perf_counter() - started)
     log_event(log, "kb_reloaded", **result.as_dict())

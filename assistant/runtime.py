@@ -19,10 +19,14 @@ class NotReady(RuntimeError):
     pass
 
 
-def install(retriever: "Retriever") -> None:
+def install(retriever: "Retriever") -> "Retriever | None":
+    """Make `retriever` the one every new search uses; returns the one it replaced (None at
+    start-up). The caller owns the replaced one: searches already running on it finish there,
+    so close it (Retriever.close is safe against them), never leave its threads running."""
     global _retriever
     with _lock:
-        _retriever = retriever
+        previous, _retriever = _retriever, retriever
+    return previous
 
 
 def retriever() -> "Retriever":

@@ -95,63 +95,96 @@ class BatchingQueryEncoder:
     company when only one is) and encodes them together. Under load the queue fills while the
     previous batch runs, so batches grow without any added wait: 16 queries encoded as one batch
     cost far less than 16 sequential calls on 2 cores.
+
+    close() may run at any moment, from any thread, while queries are in flight (a KB reload
+    closes the retriever it replaced): the closed check, the worker start and the enqueue of a
+    request happen under the same lock as close()'s flag and STOP, so STOP is always the last
+    thing queued and the worker answers every request before it; a query after close is encoded
+    directly, in its caller's thread.
     """
 
     def __init__(self, encoder: QueryEncoder, *, max_wait_s: float = 0.001, max_batch: int = 32):
         self.encoder = encoder
         self.max_wait_s = max_wait_s
         self.max_batch = max_batch
-        self._queue: queue.Queue[tuple[str, Future]] = queue.Queue()
+        self._queue: queue.Queue[tuple[object, Future | None]] = queue.Queue()
         self._worker: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._closed = False
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None:
-            with self._start_lock:
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Stop the worker thread: it holds this object, hence the model, for as long as it runs.
+        Queries already queued are still answered; later ones are encoded directly. Waits up to
+        `timeout` seconds for the worker to finish the batch it is encoding and exit."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self._worker is not None:
+                    self._queue.put((_STOP, None))
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def encode_query(self, text: str, timeout: float | None = 30.0) -> np.ndarray:
+        with self._lock:
+            if self._closed:
+                fut = None
+            else:
                 if self._worker is None:
                     worker = threading.Thread(target=self._run, name="query-encoder", daemon=True)
                     worker.start()
                     self._worker = worker
-
-    def close(self) -> None:
-        """Stop the worker thread: it holds this object, hence the model, for as long as it runs.
-        Queries already queued are still answered; later ones are encoded directly."""
-        with self._start_lock:
-            self._closed = True
-            if self._worker is not None:
-                self._queue.put((_STOP, None))
-
-    def encode_query(self, text: str, timeout: float | None = 30.0) -> np.ndarray:
-        if self._closed:
+                fut = Future()
+                self._queue.put((text, fut))
+        if fut is None:
             return self.encoder.encode_queries([text])[0]
-        self._ensure_worker()
-        fut: Future = Future()
-        self._queue.put((text, fut))
         return fut.result(timeout=timeout)
 
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
+    def _take_batch(self) -> list[tuple[object, Future | None]]:
+        batch = [self._queue.get()]
+        try:
+            batch.append(self._queue.get(timeout=self.max_wait_s))
+        except queue.Empty:
+            pass
+        while len(batch) < self.max_batch:
             try:
-                batch.append(self._queue.get(timeout=self.max_wait_s))
+                batch.append(self._queue.get_nowait())
             except queue.Empty:
-                pass
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+                break
+        return batch
+
+    def _answer(self, batch: list[tuple[object, Future | None]]) -> None:
+        texts = [t for t, _ in batch]
+        try:
+            vecs = self.encoder.encode_queries(texts) if texts else []
+            if len(vecs) != len(texts):
+                raise RuntimeError(f"the encoder returned {len(vecs)} vectors for {len(texts)} texts")
+        except BaseException as exc:  # the callers must hear about it, not hang
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        for (_, fut), vec in zip(batch, vecs):
+            fut.set_result(vec)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch = self._take_batch()
             stop = any(t is _STOP for t, _ in batch)
-            batch = [(t, fut) for t, fut in batch if t is not _STOP]
-            texts = [t for t, _ in batch]
+            self._answer([(t, fut) for t, fut in batch if t is not _STOP])
+        # STOP is queued last (under the lock, after which nothing is enqueued), so this finds
+        # nothing; it is the guarantee that no request can be left waiting all the same.
+        leftover = []
+        while True:
             try:
-                vecs = self.encoder.encode_queries(texts) if texts else []
-            except BaseException as exc:  # the callers must hear about it, not hang
-                for _, fut in batch:
-                    fut.set_exception(exc)
-                vecs = None
-            for i, (_, fut) in enumerate(batch if vecs is not None else []):
-                fut.set_result(vecs[i])
-            if stop:
-                return
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] is not _STOP:
+                leftover.append(item)
+        if leftover:
+            self._answer(leftover)

@@ -292,6 +292,7 @@ class Retriever:
         # say (two official headings differing in one word can both saturate the fusion).
         self._exact = {match_key(t): o for t, o in zip(self.phrasings.texts, self.phrasings.owners)}
         self._ready = False
+        self._closed = False    # close() was called: no batching threads from here on
 
     @property
     def ready(self) -> bool:
@@ -304,12 +305,16 @@ class Retriever:
                 and (p.cheap_t_answer <= 1.0 or p.cheap_t_none > 0.0))
 
     # --- building ---------------------------------------------------------------------------
-    def close(self) -> None:
-        """Let go of background work (the batching thread), so a swapped-out retriever and its
-        model can be freed. Searches still running on it finish; later ones encode directly."""
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Let go of background work (the batching threads), so a swapped-out retriever and its
+        model can be freed. Safe while searches run on it, from any thread: every query already
+        handed to a batcher is answered, later ones encode directly. Returns once the threads
+        have exited (each given up to `timeout` seconds to finish the batch it is encoding).
+        A closed retriever keeps answering; warm_up() after close starts no threads."""
+        self._closed = True
         for batcher in (self._batcher, self._use_batcher):
             if batcher is not None:
-                batcher.close()
+                batcher.close(timeout)
 
     def warm_up(self) -> None:
         """Load the tokenizer and the encoders, build BM25, encode phrasings if no index given."""
@@ -328,13 +333,13 @@ class Retriever:
             if self.dense is None:
                 self.dense = DenseIndex(self.encode_phrasings(self.params.phrasing_side),
                                         self.owners, len(self.kb.entries))
-            if self._batching:
+            if self._batching and not self._closed:
                 self._batcher = BatchingQueryEncoder(self.encoder)
         if self.use is not None:
             self.use.warm_up()
             if self.use_vectors is None:
                 self.use_vectors = self.encode_phrasings_use()
-            if self._batching:
+            if self._batching and not self._closed:
                 # USE runs for every question (the cascade's first stage): batched, concurrent
                 # questions cost ~0.6 ms each instead of ~1.7 ms one by one.
                 self._use_batcher = BatchingQueryEncoder(self.use)
