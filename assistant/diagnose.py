@@ -5,16 +5,22 @@ anonymous users are asked to sign in and shown nothing about any account.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import datetime, timedelta, timezone
 
 from accounts import service as accounts
 from accounts.source import SourceUnavailable
+from assistant import runtime
+from assistant.faq import entry_title
 from assistant.texts import HOTLINE
+from assistant.texts import text as fixed_text
 from assistant.types import Button, Message, Reply
 from core.logs import log_event
 from diagnosis import replies, rules
+from retrieval.text import normalize
+from retrieval.types import KnowledgeBase
 
 log = logging.getLogger("hc.diagnose")
 CHINA = timezone(timedelta(hours=8))
@@ -98,3 +104,56 @@ def next_step(codes: list[str], lang: str = "zh") -> Reply:
     if not steps:
         return Reply((), {"diagnosis": codes})
     return Reply(tuple(Message(s) for s in steps), {"diagnosis": codes})
+
+
+# --- why is my code orange, when the account does not say ----------------------------------------
+# Two FAQ entries explain an orange code. Unless the user's words point at one of them, neither
+# may be given as *the* reason: both are offered, and signing in is what would tell which applies.
+ORANGE_QUARANTINE = "personal.orange_after_quarantine"
+ORANGE_MUTUAL = "domestic.mutual_orange"
+ORANGE_ENTRIES = (ORANGE_QUARANTINE, ORANGE_MUTUAL)
+# Words that name a cause, matched on normalize()d text (lower-case, simplified, typos fixed).
+_ORANGE_CUES: dict[str, tuple[str, ...]] = {
+    ORANGE_QUARANTINE: ("隔离", "14天", "十四天", "两周", "两个星期", "quarantin", "isolat", "14 days",
+                        "14-day", "fourteen days", "two weeks"),
+    ORANGE_MUTUAL: ("外省", "省外", "别的省", "其他省", "其它省", "两个省", "本省", "原籍", "老家", "外地",
+                    "出发地", "出发省", "互认", "互通", "同步", "北京", "上海", "天津", "重庆", "广东",
+                    "浙江", "江苏", "江西", "湖南", "湖北", "河南", "河北", "山东", "山西", "陕西", "安徽",
+                    "四川", "贵州", "云南", "广西", "海南", "甘肃", "青海", "宁夏", "新疆", "西藏", "内蒙",
+                    "黑龙江", "吉林", "辽宁",
+                    "other province", "another province", "home province", "my province", "own province",
+                    "departure", "origin", "mutual", "recogni", "sync", "beijing", "shanghai", "tianjin",
+                    "chongqing", "guangdong", "zhejiang", "jiangsu", "jiangxi", "hunan", "hubei", "henan",
+                    "hebei", "shandong", "shanxi", "shaanxi", "anhui", "sichuan", "guizhou", "yunnan",
+                    "guangxi", "hainan", "gansu", "qinghai", "ningxia", "xinjiang", "tibet", "mongolia",
+                    "heilongjiang", "jilin", "liaoning"),
+}
+
+
+def orange_cause(text: str) -> str | None:
+    """The orange entry the user's own words point at (隔离14天 → after quarantine; 外省 / 出发地 /
+    互认 → mutual recognition), or None when they name neither or both."""
+    low = normalize(text)
+    named = [faq_id for faq_id, cues in _ORANGE_CUES.items() if any(cue in low for cue in cues)]
+    return named[0] if len(named) == 1 else None
+
+
+def _choose_payload(faq_id: str) -> str:
+    # The same payload as the FAQ service's clarification buttons (action_answer_faq_by_id).
+    return "/choose_faq" + json.dumps({"faq_id": faq_id}, ensure_ascii=False, separators=(",", ":"))
+
+
+def orange_causes(found: Reply, lang: str = "zh", *, kb: KnowledgeBase | None = None) -> Reply:
+    """「我的码为什么是橙的」 that neither the user's words (orange_cause) nor their account settled:
+    both causes in short with each entry as a button, then what `found` (explain's reply) said;
+    for an anonymous user, instead of the plain sign-in message, that signing in would tell which
+    cause is theirs. Decision "clarify": a 都不是 next gets the clarification's own reply."""
+    if kb is None:
+        kb = runtime.retriever().kb
+    buttons = tuple(Button(entry_title(kb.get(faq_id), lang), _choose_payload(faq_id))
+                    for faq_id in ORANGE_ENTRIES if faq_id in kb.ids)
+    own = ((Message(fixed_text("orange_sign_in", lang)),) if found.meta.get("signin_required")
+           else found.messages)
+    meta = {**found.meta, "faq_id": None, "decision": "clarify", "kb_version": kb.version, "lang": lang,
+            "candidates": list(ORANGE_ENTRIES), "diagnosis": [], "diagnosis_topic": "orange"}
+    return Reply((Message(fixed_text("orange_causes", lang), buttons),) + own, meta)

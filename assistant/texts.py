@@ -21,6 +21,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "zh": "您的消息太长了,请用一两句话描述您遇到的问题。",
         "en": "Your message is too long; please describe your problem in a sentence or two.",
     },
+    # An action whose service failed (database or index unavailable): the turn still gets a reply.
+    "service_unavailable": {
+        "zh": f"抱歉,系统正忙,暂时无法处理您的问题,请稍后再试;急事请拨打客服热线{HOTLINE}。",
+        "en": f"Sorry, the system is busy and cannot handle your question right now. Please try again "
+              f"shortly; if it is urgent, call the hotline {HOTLINE}.",
+    },
     "feedback_thanks_yes": {"zh": "感谢您的反馈!", "en": "Thanks for your feedback!"},
     "feedback_thanks_no": {
         "zh": f"感谢反馈,我们会改进这个回答。如需人工帮助,请拨打客服热线{HOTLINE}。",
@@ -29,6 +35,28 @@ TEXTS: dict[str, dict[str, str]] = {
     "handoff": {
         "zh": f"好的,为您转人工服务。请拨打“八闽健康码”客服热线{HOTLINE},客服人员会跟进处理。",
         "en": f"Sure. Please call the Bamin Health Code hotline {HOTLINE}; an agent will follow up.",
+    },
+    # 「我的码为什么是橙的」 when nothing says which cause applies (assistant.diagnose.orange_causes):
+    # the two orange entries in short, each also offered as a button.
+    "orange_causes": {
+        "zh": f"健康码显示橙色,常见有两种情况:\n"
+              f"1. 已隔离满14天且无症状,码仍是橙色:请拨打客服热线{HOTLINE}反馈并提供证明材料。\n"
+              f"2. 从外省来闽,本省健康码正常,“八闽健康码”却是橙色:一般是出发省份的数据还没有同步到"
+              f"全国一体化政务服务平台,需以平台数据同步为准。\n"
+              f"您是哪一种?可点选查看详细说明:",
+        "en": f"A health code usually shows orange for one of two reasons:\n"
+              f"1. You finished 14 days of quarantine without symptoms but the code is still orange: "
+              f"call the hotline {HOTLINE} to report it and provide supporting documents.\n"
+              f"2. You came from another province where your code is normal, but the Bamin code is "
+              f"orange: your home province's data has usually not yet reached the National Integrated "
+              f"Government Service Platform, so it depends on when the platform syncs.\n"
+              f"Which one is yours? Tap one for the full answer:",
+    },
+    "orange_sign_in": {
+        "zh": "登录后我可以查看您本人账户的情况,告诉您是哪一种原因:请在闽政通App或小程序中打开本客服"
+              "并完成登录,然后再问我一次。",
+        "en": "If you sign in, I can look at your own account and tell you which one applies: open this "
+              "chat from the Min Zheng Tong (闽政通) app or mini-program, log in, then ask me again.",
     },
 }
 

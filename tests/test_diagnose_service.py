@@ -79,3 +79,76 @@ def test_next_step_follow_up():
     reply = diagnose.next_step(["orange.quarantine_release_pending"], "zh")
     assert "0591-62623959" in all_text(reply)
     assert diagnose.next_step(["ok"], "zh").messages == ()
+
+
+# --- why is my code orange, when neither the words nor the account say which cause -------------
+
+ORANGE_IDS = ["personal.orange_after_quarantine", "domestic.mutual_orange"]
+
+
+@pytest.fixture(scope="module")
+def kb():
+    from core.settings import REPO_ROOT
+    from retrieval.kb import load_kb
+    return load_kb(REPO_ROOT / "kb" / "faq_zh.md")
+
+
+def test_the_two_orange_entries_are_the_kbs_orange_entries(kb):
+    assert [e.id for e in kb.entries if "orange" in e.diagnosis] == ORANGE_IDS
+    assert list(diagnose.ORANGE_ENTRIES) == ORANGE_IDS
+
+
+@pytest.mark.parametrize("text, cause", [
+    ("我的码为什么是橙的", None), ("码咋是橙的", None), ("為什麼我的健康碼是橙色", None),
+    ("why is my code orange?", None), ("my code turned orange??", None),
+    ("隔离满14天了码还是橙的", "personal.orange_after_quarantine"),
+    ("隔離結束了碼還是橙色", "personal.orange_after_quarantine"),
+    ("隔里完了还是橙码", "personal.orange_after_quarantine"),          # typo fixed by normalize
+    ("I did two weeks of quarantine and I'm still orange", "personal.orange_after_quarantine"),
+    ("我在广东是绿码,到福建成了橙码", "domestic.mutual_orange"),
+    ("出发地的码是绿的,八闽码橙色", "domestic.mutual_orange"),
+    ("不是互認了嗎,為啥我是橙碼", "domestic.mutual_orange"),
+    ("green in my home province, orange here", "domestic.mutual_orange"),
+    ("从外省回来隔离了14天还是橙码", None),                               # both named: still both
+])
+def test_orange_cause_from_the_users_words(text, cause):
+    assert diagnose.orange_cause(text) == cause
+
+
+@pytest.mark.parametrize("lang", ["zh", "zh-hant", "en"])
+def test_anonymous_orange_question_offers_both_entries_and_sign_in(kb, lang):
+    found = diagnose.explain(None, "orange", conversation_id="c7", lang=lang)
+    reply = diagnose.orange_causes(found, lang, kb=kb)
+
+    first, sign_in = reply.messages
+    assert [b.payload for b in first.buttons] == [f'/choose_faq{{"faq_id":"{i}"}}' for i in ORANGE_IDS]
+    if lang == "en":
+        assert [b.title for b in first.buttons] == [kb.get(i).question_en for i in ORANGE_IDS]
+        assert "quarantine" in first.text and "province" in first.text and "0591-62623959" in first.text
+        assert "sign in" in sign_in.text
+    else:   # zh-hant: the same simplified text, converted at the edge (assistant.lang)
+        assert [b.title for b in first.buttons] == [kb.get(i).title for i in ORANGE_IDS]
+        assert "隔离" in first.text and "外省" in first.text and "0591-62623959" in first.text
+        assert "登录" in sign_in.text and "哪一种" in sign_in.text
+    assert reply.meta["signin_required"] is True and reply.meta["diagnosis"] == []
+    assert reply.meta["decision"] == "clarify" and reply.meta["faq_id"] is None
+    assert reply.meta["candidates"] == ORANGE_IDS
+
+
+def test_both_causes_after_a_no_data_message_keep_it(kb, db):
+    found = diagnose.explain("nobody", "orange", conversation_id="c8", lang="en")
+    reply = diagnose.orange_causes(found, "en", kb=kb)
+    assert len(reply.messages[0].buttons) == 2
+    assert reply.messages[1:] == found.messages
+    assert "signin_required" not in reply.meta
+
+
+def test_signed_in_user_still_gets_their_own_orange_finding(db, monkeypatch):
+    from datetime import date
+    monkeypatch.setattr(diagnose, "china_today", lambda: date(2026, 11, 27))
+    put("u-orange-own")
+    for lang in ("zh", "en"):
+        reply = diagnose.explain("u-orange-own", "orange", conversation_id="c9", lang=lang,
+                                 text="why is my code orange?")
+        assert reply.meta["diagnosis"] == ["orange.quarantine_release_pending"]
+        assert "signin_required" not in reply.meta
