@@ -8,10 +8,9 @@ from fastapi import Depends, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from accounts import service as accounts
-from accounts.sessions import AgentIdentity
 from api.errors import ApiError
 from assistant.rasa_client import RasaClient
-from core.settings import Settings
+from core.settings import INTERNAL_TOKEN_HEADER, Settings
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -37,10 +36,9 @@ def same_secret(given: str | None, expected: str | None) -> bool:
 
 
 def require_internal(request: Request) -> None:
-    """Only the Rasa server (holding the shared secret) may call internal routes."""
+    """Only the Rasa server (holding the shared secret, in a header) may call internal routes."""
     settings: Settings = request.app.state.settings
-    given = request.query_params.get("token") or request.headers.get("x-hc-internal-token")
-    if not same_secret(given, settings.internal_token):
+    if not same_secret(request.headers.get(INTERNAL_TOKEN_HEADER), settings.internal_token):
         raise ApiError(403, "forbidden", "internal route")
 
 
@@ -60,9 +58,6 @@ def require_admin(request: Request) -> None:
         raise ApiError(403, "forbidden", "wrong admin token")
 
 
-AdminDep = Depends(require_admin)
-
-
 def current_user(request: Request) -> str | None:
     """The signed-in user: the user_id of the bearer session token, None without a token.
 
@@ -77,19 +72,4 @@ def current_user(request: Request) -> str | None:
     return user_id
 
 
-def require_agent(request: Request) -> AgentIdentity:
-    """Agent routes: `Authorization: Bearer <agent token>`; 401 without, 403 for an unknown one.
-
-    Returns the agent: its `actor` (not its name) goes into the audit."""
-    token = bearer(request)
-    if token is None:
-        raise StarletteHTTPException(401, "agent token required (Authorization: Bearer ...)",
-                                     headers={"WWW-Authenticate": "Bearer"})
-    agent = accounts.agent_for_token(token)
-    if agent is None:
-        raise ApiError(403, "forbidden", "unknown agent token")
-    return agent
-
-
 CurrentUser = Annotated[str | None, Depends(current_user)]
-CurrentAgent = Annotated[AgentIdentity, Depends(require_agent)]

@@ -1,17 +1,22 @@
-"""The app process: wires the routers, loads the index once, serves Rasa's actions in-process."""
+"""The app process: wires the routers, loads the index once, serves Rasa's actions in-process.
+
+Two listeners in one process and one event loop: the user-facing API (HC_HOST:HC_PORT) and
+Rasa's action webhook (api.actions_app, 127.0.0.1:HC_ACTIONS_PORT only)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 
 import store
+from accounts import service as accounts_service
 from api import errors
-from api.middleware import RequestContext
-from api.routes import accounts, actions, admin, agents, chat, demo, faq, health, sessions
+from api.middleware import BodyLimit, RequestContext
+from api.actions_app import create_actions_app
+from api.routes import accounts, admin, agents, chat, demo, faq, health, sessions
 from assistant import runtime
 from assistant.rasa_client import RasaClient
 from core import logs
@@ -53,11 +58,12 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.rasa = RasaClient(settings.rasa_url, settings.internal_token, settings.chat_timeout_s)
-        app.state.executor = actions.make_executor()
-        app.state.domain = actions.load_domain()
+        app.state.actions_health = f"http://127.0.0.1:{settings.actions_port}/healthz"
         task = asyncio.create_task(_load_in_background(settings)) if load_index else None
-        # Migrations run once here, before the first request can need the database.
-        await asyncio.to_thread(store.default_sessions)
+        # Migrations run once here, before the first request can need the database; the
+        # services use this app's settings from now on, not whatever the environment says.
+        await asyncio.to_thread(store.default_sessions, settings)
+        accounts_service.use_settings(settings)
         if settings.demo_accounts and settings.account_source == "builtin":
             from accounts import demo
             from assistant.diagnose import china_today
@@ -66,6 +72,7 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
             logs.log_event(log, "demo_accounts_loaded", count=len(loaded))
         yield
         store.dispose_default()
+        accounts_service.use_settings(None)
         if task and not task.done():
             task.cancel()
         await app.state.rasa.close()
@@ -73,20 +80,54 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     app = FastAPI(title="八闽健康码 Assistant API", version="1.0", lifespan=lifespan)
     app.state.settings = settings
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
-    for router in (health.router, faq.router, chat.router, actions.router, admin.router,
+    for router in (health.router, faq.router, chat.router, admin.router,
                    accounts.router, sessions.router, agents.router, demo.router):
         app.include_router(router)
     return app
 
 
-def main() -> None:
+async def serve(settings: Settings) -> None:
+    """Both listeners until a signal, or until either stops (a port taken): then both stop."""
+    import signal
+
     import uvicorn
 
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self):
+            # Each uvicorn server would take over SIGINT/SIGTERM for itself, and the second
+            # would hide them from the first: the process handles them for both, below.
+            yield
+
+    if not settings.internal_token:
+        raise RuntimeError("HC_INTERNAL_TOKEN must be set: it is the action webhook's secret")
+    servers = [
+        Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                              log_config=None, access_log=False)),
+        Server(uvicorn.Config(create_actions_app(settings), host="127.0.0.1",
+                              port=settings.actions_port, log_config=None, access_log=False)),
+    ]
+
+    def stop_all() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_all)
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop_all()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
+
+
+def main() -> None:
     logs.configure()
-    settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                access_log=False)
+    asyncio.run(serve(get_settings()))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """One user turn, whatever the channel (API, widget, WeChat, Alipay): clean, route to Rasa, shape the reply."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistant import conversations
 from assistant.lang import localise, to_traditional
 from assistant.rasa_client import RasaClient
 from assistant.texts import text as fixed_text
 from core.logs import log_event
-from core.pii import mask_text
+from core.pii import conversation_ref, mask_text
 from retrieval.text import clean, detect_lang
 
 log = logging.getLogger("hc.chat")
@@ -52,50 +54,76 @@ def rasa_sender(sender: str, user_id: str | None) -> str:
     return f"user:{hashlib.sha256(user_id.encode()).hexdigest()[:16]}:{sender}"
 
 
+# The shape of each contract meta field: whatever an action sends, the response keeps it.
+_META_TYPES: dict[str, tuple[type, ...]] = {"intent": (str,), "faq_id": (str,), "ticket_id": (str,),
+                                            "handoff": (bool,), "diagnosis": (list,)}
+
+
+def _merge_meta(meta: dict[str, Any], update: Any) -> None:
+    if not isinstance(update, dict):
+        return
+    for key, value in update.items():
+        if not isinstance(key, str) or (value is None and key in meta):
+            continue
+        expected = _META_TYPES.get(key)
+        if expected and value is not None and not isinstance(value, expected):
+            continue  # a malformed value never reaches (or breaks) the response
+        if key == "diagnosis":
+            value = [c for c in value or [] if isinstance(c, str)]
+        meta[key] = value
+
+
 def _shape(turn_messages: list[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for m in turn_messages:
+        if not isinstance(m, dict):
+            continue
         custom = m.get("custom")
         if isinstance(custom, dict) and "meta" in custom:
-            meta.update({k: v for k, v in custom["meta"].items() if v is not None or k not in meta})
+            _merge_meta(meta, custom["meta"])
             continue
-        if m.get("text") or m.get("buttons"):
-            out.append({"text": m.get("text") or "",
-                        "buttons": [{"title": b.get("title", ""), "payload": b.get("payload", "")}
-                                    for b in m.get("buttons") or []]})
+        text_out = m.get("text") if isinstance(m.get("text"), str) else ""
+        buttons = [b for b in m.get("buttons") or [] if isinstance(b, dict)]
+        if text_out or buttons:
+            out.append({"text": text_out,
+                        "buttons": [{"title": str(b.get("title", "")), "payload": str(b.get("payload", ""))}
+                                    for b in buttons]})
     return out
 
 
 async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | None = None,
                    max_chars: int = 2000, lang_hint: str | None = None,
-                   names: tuple[str, ...] = ()) -> ChatResult:
+                   names: tuple[str, ...] = (), channel: str = "api") -> ChatResult:
     """names: the signed-in user's own personal strings (names, ID numbers) to mask in the text."""
     started = time.perf_counter()
-    cleaned = clean(text, max_chars=20000)
+    # Only a bounded head is cleaned: the length check comes before any per-character work on
+    # the whole text (the body-size limit bounds it too).
+    cleaned = clean(text[: max_chars * 4 + 16], max_chars=max_chars * 4 + 16)
     if not cleaned:
         raise EmptyText("text is empty")
-    is_payload = cleaned.startswith("/")
-    signal = lang_hint or language_signal(cleaned)
     meta = empty_meta()
     if len(cleaned) > max_chars:
-        lang = signal or "zh"
+        lang = lang_hint or language_signal(cleaned[:200]) or "zh"
         messages = [{"text": fixed_text("too_long", lang), "buttons": []}]
         return ChatResult(localise(messages, lang), meta)
+    signal = lang_hint or language_signal(cleaned)
 
     # The bot never needs the digits of an ID or phone number, nor the user's name: mask them
-    # before Rasa stores the turn in its tracker.
-    bot_text = cleaned if is_payload else mask_text(cleaned, names)
+    # before Rasa stores the turn in its tracker and its log. Button payloads ("/intent{...}")
+    # too: anyone can type one, with anything inside.
+    bot_text = mask_text(cleaned, names)
+    conversation_id = rasa_sender(sender, user_id)
+    # Whose conversation this is lives in the app's own record, which the actions read; the
+    # message carries no user id for Rasa to store.
+    await asyncio.to_thread(conversations.record, conversation_id, user_id, channel)
     metadata: dict = {"signed_in": user_id is not None}
     if signal:  # without one, Rasa keeps the conversation's language (slot `lang`)
         metadata["lang"] = signal
-    if user_id is not None:
-        metadata["user_id"] = user_id
-    turn = await rasa.send(rasa_sender(sender, user_id), bot_text, metadata)
+    turn = await rasa.send(conversation_id, bot_text, metadata)
     lang = turn.lang or signal or "zh"
     meta["intent"] = turn.intent
     messages = _shape(turn.messages, meta)
-    meta.setdefault("diagnosis", [])
-    log_event(log, "chat_turn", sender=rasa_sender(sender, user_id), lang=lang, intent=turn.intent,
+    log_event(log, "chat_turn", sender=conversation_ref(conversation_id), lang=lang, intent=turn.intent,
               faq_id=meta.get("faq_id"), decision=meta.get("decision"),
               ms=round((time.perf_counter() - started) * 1000, 1))
     return ChatResult(localise(messages, lang), meta)

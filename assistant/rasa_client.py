@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from core.settings import INTERNAL_TOKEN_HEADER
+
 
 class BotUnavailable(RuntimeError):
     pass
@@ -23,7 +25,7 @@ class RasaClient:
     def __init__(self, base_url: str, internal_token: str, timeout_s: float):
         self._url = base_url.rstrip("/") + "/webhooks/hc/webhook"
         self._health = base_url.rstrip("/") + "/webhooks/hc/"
-        self._headers = {"X-HC-Internal-Token": internal_token}
+        self._headers = {INTERNAL_TOKEN_HEADER: internal_token}
         self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=64))
 
     async def send(self, sender: str, text: str, metadata: dict[str, Any]) -> BotTurn:

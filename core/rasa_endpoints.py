@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from core.settings import Settings
+from core.settings import INTERNAL_TOKEN_HEADER, Settings
 
 SQLITE_TRACKER_STORE = "stores.sqlite_tracker_store.SqliteTrackerStore"
 
@@ -39,8 +39,9 @@ def lock_store(settings: Settings) -> dict | None:
 def endpoints(settings: Settings) -> dict:
     doc = {
         "action_endpoint": {
-            "url": f"http://127.0.0.1:{settings.port}/internal/actions/webhook",
-            "token": settings.internal_token,
+            "url": f"http://127.0.0.1:{settings.actions_port}/webhook",
+            # A header, not Rasa's `token` (a query parameter: URLs end up in logs).
+            "headers": {INTERNAL_TOKEN_HEADER: settings.internal_token},
             # The domain goes to the action server once (it answers 449 and keeps it), not with
             # every call: our actions read no domain, and serialising it cost every turn.
             "enable_selective_domain": True,

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The header that carries the shared internal secret (app → Rasa channel, Rasa → action webhook).
+INTERNAL_TOKEN_HEADER = "X-HC-Internal-Token"
 
 
 def default_cache_dir() -> Path:
@@ -35,15 +37,23 @@ class Settings(BaseSettings):
 
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_port: int = 5005
+    # Rasa's action webhook: its own listener on loopback, never the user-facing port.
+    actions_port: int = 5055
     # Shared secret between the app, the Rasa channel and the action webhook: both internal
     # routes refuse requests without it even though they only listen on loopback.
     internal_token: str | None = None
+    # Seals account documents at rest (core/sealing.py): base64 of 32 bytes, the same for every
+    # instance; unset, a key generated once under var/secrets/ is used.
+    data_key: str | None = None
 
     # "hybrid" (BM25 + dense) or "bm25" (no encoder: the benchmark's baseline).
     retrieval_mode: str = "hybrid"
 
     chat_timeout_s: float = 10.0
     max_text_chars: int = 2000
+    # Every request body, before any route reads it (413 above). 2,000 characters of chat text
+    # are at most ~12 KB of JSON; an account document is a few KB.
+    max_body_bytes: int = 256 * 1024
 
     # Account state: the built-in store (the app's database), or the upstream platform's API
     # (GET {url}/accounts/{user_id}, bearer token). Sessions, agents and the audit stay built-in.

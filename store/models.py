@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Integer, MetaData, String, Text
+from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Integer, MetaData, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints and indexes, so later migrations (and SQLite batch mode) can refer to them.
@@ -68,12 +68,16 @@ class AccountRow(Base):
     """One user's account document (diagnosis.account), as the admin route last stored it.
 
     The document is the platform's record and is kept whole (rules need the real values); it
-    leaves this table only through Account.masked_document() unless it goes to the rules."""
+    leaves this table only through Account.masked_document() unless it goes to the rules.
+
+    `is_demo` is true only for the fictitious accounts accounts.demo loaded (HC_DEMO sign-in is
+    open to exactly those); storing a document through the admin route makes it false again."""
     __tablename__ = "accounts"
 
     user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     document: Mapped[dict] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UserSession(Base):
@@ -107,3 +111,17 @@ class AccountRead(Base):
     conversation: Mapped[str | None] = mapped_column(String(64), index=True)
     purpose: Mapped[str] = mapped_column(String(32))
     found: Mapped[bool] = mapped_column(Boolean)
+
+
+# --- conversations (assistant/conversations.py) -------------------------------------------------
+class Conversation(Base):
+    """The app's own record of a conversation: whose it is (None: anonymous) and where it came from.
+
+    The bot's actions take the user from here, by Rasa's sender id, never from what a message
+    carries; the id is the namespaced one (assistant.chat.rasa_sender), so a row never changes owner."""
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

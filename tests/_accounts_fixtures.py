@@ -1,6 +1,7 @@
 """Shared pieces of the accounts tests: a migrated database the service uses, the API with a fake bot."""
 from __future__ import annotations
 
+import asyncio
 import copy
 from dataclasses import dataclass, field
 
@@ -9,6 +10,8 @@ from fastapi.testclient import TestClient
 
 from _store_fixtures import DATABASES, migrated_for
 from accounts import service
+from assistant import conversations
+from bot.actions.personal import signed_in_user
 from assistant.rasa_client import BotTurn
 from core.settings import Settings
 
@@ -44,9 +47,15 @@ def document(user_id: str = "demo-0001", **changes) -> dict:
 
 @pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
-    """An empty, migrated database (SQLite, then PostgreSQL) that accounts.service uses."""
-    with migrated_for(request.param, tmp_path, service) as engine:
+    """An empty, migrated database (SQLite, then PostgreSQL) that accounts.service and the
+    conversation record use."""
+    with migrated_for(request.param, tmp_path, service, conversations) as engine:
         yield engine
+
+
+@dataclass
+class _Tracker:
+    sender_id: str
 
 
 @dataclass
@@ -56,8 +65,10 @@ class FakeRasa:
 
     async def send(self, sender, text, metadata):
         self.calls.append({"sender": sender, "text": text, "metadata": dict(metadata)})
-        # The reply names the user the bot was told about, so tests can pair responses to tokens.
-        return BotTurn([{"text": f"好的 {metadata.get('user_id') or '-'}"}], "faq", 0.9)
+        # The reply names the user an action would find for this conversation (the app's own
+        # record, as bot/actions reads it), so tests can pair responses to tokens.
+        user = await asyncio.to_thread(signed_in_user, _Tracker(sender))
+        return BotTurn([{"text": f"好的 {user or '-'}"}], "faq", 0.9)
 
     async def ready(self):
         return True

@@ -8,7 +8,7 @@ from core.settings import Settings
 
 
 def make(tmp_path, **kw) -> Settings:
-    return Settings(var_dir=tmp_path, internal_token="secret-token", port=8123, **kw)
+    return Settings(var_dir=tmp_path, internal_token="secret-token", port=8123, actions_port=8124, **kw)
 
 
 def test_embedded_default_is_our_sqlite_store_and_in_memory_locks(tmp_path):
@@ -16,8 +16,10 @@ def test_embedded_default_is_our_sqlite_store_and_in_memory_locks(tmp_path):
     assert doc["tracker_store"] == {"type": SQLITE_TRACKER_STORE, "db": str(tmp_path / "rasa_tracker.db")}
     assert "lock_store" not in doc
     action = doc["action_endpoint"]
-    assert action["url"] == "http://127.0.0.1:8123/internal/actions/webhook"
-    assert action["token"] == "secret-token"
+    # Its own loopback listener, not the user-facing port; the secret in a header, not the URL.
+    assert action["url"] == "http://127.0.0.1:8124/webhook"
+    assert action["headers"] == {"X-HC-Internal-Token": "secret-token"}
+    assert "token" not in action and "secret-token" not in action["url"]
     # The domain is sent once, not with every action call.
     assert action["enable_selective_domain"] is True
 
@@ -41,5 +43,5 @@ def test_postgres_and_redis_for_several_instances(tmp_path):
 
 def test_written_file_is_private_yaml(tmp_path):
     path = write_endpoints(make(tmp_path))
-    assert json.loads(open(path).read())["action_endpoint"]["token"] == "secret-token"
+    assert json.loads(open(path).read())["action_endpoint"]["headers"]["X-HC-Internal-Token"] == "secret-token"
     assert oct((tmp_path / "endpoints.yml").stat().st_mode & 0o777) == "0o600"

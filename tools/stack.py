@@ -23,8 +23,12 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running_stack(var_dir: Path, env: dict[str, str] | None = None, timeout_s: float = 240):
     """Yields (base_url, startup_seconds, pid)."""
-    port, rasa_port = free_port(), free_port()
-    full_env = {**os.environ, "HC_PORT": str(port), "HC_RASA_PORT": str(rasa_port),
+    port, rasa_port, actions_port = free_port(), free_port(), free_port()
+    # The stack keeps its state in var_dir (its SQLite database included) unless told otherwise:
+    # a test process's own HC_DATABASE_URL (tests/conftest.py) is not the stack's.
+    inherited = {k: v for k, v in os.environ.items() if k != "HC_DATABASE_URL"}
+    full_env = {**inherited, "HC_PORT": str(port), "HC_RASA_PORT": str(rasa_port),
+                "HC_ACTIONS_PORT": str(actions_port),
                 "HC_VAR_DIR": str(var_dir), "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     # artifacts.json lives in the repo's var/; the test stack gets its own var dir for state.
     var_dir.mkdir(parents=True, exist_ok=True)

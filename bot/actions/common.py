@@ -24,7 +24,9 @@ def latest_text(tracker: Tracker) -> str:
 
 
 def latest_entity(tracker: Tracker, entity: str) -> str | None:
-    return next(tracker.get_latest_entity_values(entity), None)
+    """The entity's latest value when it is text. A payload anyone can type
+    (/feedback{"helpful":1,"faq_id":{"a":1}}) gives entities of any JSON type: those are ignored."""
+    return next((v for v in tracker.get_latest_entity_values(entity) if isinstance(v, str) and v), None)
 
 
 async def call_service(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

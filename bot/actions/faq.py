@@ -16,18 +16,14 @@ from .common import (
     latest_text,
     remember_faq,
 )
-from .diagnosis import with_own_finding
+from .personal import with_own_finding
 
 
-async def _answer_text(tracker: Tracker):
+def _answer_text(tracker: Tracker):
     """Retrieval reads the user's text, with the previous entry as context for a follow-up."""
-    return await call_service(
-        faq_service.answer,
-        latest_text(tracker),
-        current_lang(tracker),
-        previous_faq_id=tracker.get_slot("last_faq_id"),
-        conversation_id=tracker.sender_id,
-    )
+    return faq_service.answer(latest_text(tracker), current_lang(tracker),
+                              previous_faq_id=tracker.get_slot("last_faq_id"),
+                              conversation_id=tracker.sender_id)
 
 
 async def _send(dispatcher: CollectingDispatcher, tracker: Tracker, reply) -> list[dict[str, Any]]:
@@ -37,6 +33,12 @@ async def _send(dispatcher: CollectingDispatcher, tracker: Tracker, reply) -> li
     return [*remember_faq(reply), *events]
 
 
+async def answer_question(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
+    """The one way an action answers the user's words from the FAQ (whichever action NLU chose):
+    retrieval's answer, clarification or none, with the signed-in user's own finding."""
+    return await _send(dispatcher, tracker, await call_service(_answer_text, tracker))
+
+
 class ActionAnswerFaq(Action):
     def name(self) -> str:
         return "action_answer_faq"
@@ -44,8 +46,7 @@ class ActionAnswerFaq(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        reply = await _answer_text(tracker)
-        return await _send(dispatcher, tracker, reply)
+        return await answer_question(dispatcher, tracker)
 
 
 class ActionAnswerFaqById(Action):
@@ -60,7 +61,6 @@ class ActionAnswerFaqById(Action):
         faq_id = latest_entity(tracker, "faq_id")
         if not faq_id:
             # NLU chose the intent without finding an id: let retrieval read the text.
-            reply = await _answer_text(tracker)
-        else:
-            reply = await call_service(faq_service.answer_by_id, faq_id, current_lang(tracker))
+            return await answer_question(dispatcher, tracker)
+        reply = await call_service(faq_service.answer_by_id, faq_id, current_lang(tracker))
         return await _send(dispatcher, tracker, reply)

@@ -1,4 +1,4 @@
-"""Hand the conversation to the hotline staff (a ticket they follow up)."""
+"""Hand the conversation to the hotline staff: for now the hotline number (no ticket queue yet)."""
 from __future__ import annotations
 
 import logging
@@ -29,9 +29,9 @@ class ActionHandoff(Action):
                 current_lang(tracker),
             )
         except Exception:
-            # Someone asking for a person must still get the hotline when the ticket
-            # queue is down; the failure is logged, not hidden.
-            logger.exception("handoff: creating the ticket failed")
+            # Someone asking for a person must still get the hotline when the service
+            # fails; the failure is logged, not hidden.
+            logger.exception("handoff: the hand-off service failed")
             dispatcher.utter_message(response="utter_handoff")
             dispatcher.utter_message(json_message={"meta": {"handoff": True}})
             return []

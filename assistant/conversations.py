@@ -1,0 +1,93 @@
+"""The app's record of whose each conversation is, so the bot's actions never take a user id
+from a message (Rasa stores every message's metadata; a user id there would be stored too).
+
+    record(conversation_id, user_id, channel)   # the chat service, before a turn goes to Rasa
+    user_of(conversation_id)                     # an action: the signed-in user, or None
+
+conversation_id is Rasa's sender id (assistant.chat.rasa_sender): a signed-in user's carries a
+digest of the user id, so a row never changes owner and lookups can be remembered for good.
+The database is the process's shared one (several app instances see the same rows); a lookup
+the process already made costs nothing.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from store import default_sessions, session_factory
+from store.models import Conversation
+
+_MISSING = object()
+CACHE_SIZE = 50_000
+
+_sessions: sessionmaker[Session] | None = None
+_lock = threading.Lock()
+_known: OrderedDict[str, str | None] = OrderedDict()
+
+
+class UnknownConversation(LookupError):
+    """No turn of this conversation went through the app: its actions get no user."""
+
+
+def configure(target: Engine | sessionmaker | None) -> None:
+    """Use this (migrated) database from now on; None: back to settings. Forgets the cache."""
+    global _sessions
+    with _lock:
+        _sessions = target if target is None or isinstance(target, sessionmaker) else session_factory(target)
+        _known.clear()
+
+
+def sessions() -> sessionmaker[Session]:
+    current = _sessions
+    return current if current is not None else default_sessions()
+
+
+def _remember(conversation_id: str, user_id: str | None) -> None:
+    with _lock:
+        _known[conversation_id] = user_id
+        _known.move_to_end(conversation_id)
+        while len(_known) > CACHE_SIZE:
+            _known.popitem(last=False)
+
+
+def _cached(conversation_id: str):
+    with _lock:
+        return _known.get(conversation_id, _MISSING)
+
+
+def record(conversation_id: str, user_id: str | None, channel: str = "api") -> None:
+    """Write the row on the conversation's first turn (later turns find it in the cache)."""
+    if _cached(conversation_id) is not _MISSING:
+        return
+    try:
+        with sessions().begin() as session:
+            row = session.get(Conversation, conversation_id)
+            if row is None:
+                session.add(Conversation(id=conversation_id, user_id=user_id, channel=channel))
+            elif row.user_id != user_id:
+                # Impossible with namespaced ids; refuse rather than hand a turn to the wrong user.
+                raise ValueError("conversation id already belongs to another user")
+    except IntegrityError:
+        pass  # the same first turn recorded by another instance a moment earlier
+    _remember(conversation_id, user_id)
+
+
+def user_of(conversation_id: str) -> str | None:
+    """The user the app signed this conversation in as, or None (anonymous).
+
+    Raises UnknownConversation for a conversation the app never recorded (a message that did
+    not come through the app)."""
+    hit = _cached(conversation_id)
+    if hit is not _MISSING:
+        return hit
+    with sessions()() as session:
+        row = session.get(Conversation, conversation_id)
+        if row is None:
+            raise UnknownConversation(conversation_id)
+        user_id = row.user_id
+    _remember(conversation_id, user_id)
+    return user_id
