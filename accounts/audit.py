@@ -7,7 +7,6 @@ anyway in case a caller passes something personal.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,13 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from accounts.source import as_utc
-from core.pii import mask_text
+from core.pii import conversation_ref, mask_text
 from store.models import AccountRead, utcnow
-
-
-def conversation_ref(conversation_id: str) -> str:
-    """The same pseudonym assistant.feedback stores, so audit and feedback rows can be joined."""
-    return hashlib.sha256(f"hc-conversation:{conversation_id}".encode()).hexdigest()[:32]
 
 
 def _label(value: str, limit: int) -> str:

@@ -25,6 +25,7 @@ from accounts import audit
 from accounts import sessions as tokens
 from accounts.source import AccountSource, HttpAccountSource, SqlAccountStore
 from core.logs import log_event
+from core.sealing import data_key
 from core.settings import Settings, get_settings
 from diagnosis.account import Account
 from store import default_sessions, session_factory
@@ -68,7 +69,7 @@ def source_from_settings(settings: Settings, db: sessionmaker[Session]) -> Accou
     if settings.account_source == "http":
         return HttpAccountSource(settings.account_upstream_url or "", settings.account_upstream_token,
                                  timeout_s=settings.account_upstream_timeout_s)
-    return SqlAccountStore(db)
+    return SqlAccountStore(db, data_key(settings))
 
 
 def source() -> AccountSource:
@@ -78,7 +79,7 @@ def source() -> AccountSource:
         return current
     with _lock:
         if _source is None:
-            _source = (SqlAccountStore(_sessions) if _sessions is not None
+            _source = (SqlAccountStore(_sessions, data_key(settings())) if _sessions is not None
                        else source_from_settings(settings(), default_sessions()))
         return _source
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.sealing import SealError, data_key, is_sealed, seal, unseal
 from diagnosis.account import Account, AccountInvalid, parse_account
 from store.models import AccountRow, UserSession, utcnow
 
@@ -51,15 +52,38 @@ def as_utc(value: datetime) -> datetime:
 
 
 class SqlAccountStore:
-    """The built-in store: table `accounts` (user_id, document JSON, updated_at, is_demo)."""
+    """The built-in store: table `accounts` (user_id, document JSON, updated_at, is_demo).
 
-    def __init__(self, sessions: sessionmaker[Session]):
+    Documents are sealed at rest (core.sealing; key: HC_DATA_KEY or var/secrets/), each bound to
+    its user_id; one stored in clear by an older version still opens and is sealed when next
+    written."""
+
+    def __init__(self, sessions: sessionmaker[Session], key: bytes | None = None):
         self._sessions = sessions
+        self._key = key
+
+    def _data_key(self) -> bytes:
+        if self._key is None:
+            from core.settings import get_settings
+
+            self._key = data_key(get_settings())
+        return self._key
+
+    def _sealed(self, user_id: str, document: dict) -> dict:
+        return seal(document, self._data_key(), bound_to=f"account:{user_id}")
+
+    def _opened(self, user_id: str, stored: dict) -> dict:
+        if not is_sealed(stored):
+            return stored
+        try:
+            return unseal(stored, self._data_key(), bound_to=f"account:{user_id}")
+        except SealError:
+            raise SourceUnavailable("stored account does not open with this data key (HC_DATA_KEY)") from None
 
     def get(self, user_id: str) -> Account | None:
         with self._sessions() as session:
             row = session.get(AccountRow, user_id)
-            document = None if row is None else row.document
+            document = None if row is None else self._opened(user_id, row.document)
         if document is None:
             return None
         try:
@@ -81,7 +105,7 @@ class SqlAccountStore:
             return row is not None and row.is_demo is True
 
     def _put(self, user_id: str, account: Account, *, demo: bool) -> datetime | None:
-        document, now = account.document(), utcnow()
+        document, now = self._sealed(user_id, account.document()), utcnow()
         try:
             return self._upsert(user_id, document, now, demo=demo)
         except IntegrityError:

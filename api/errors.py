@@ -2,13 +2,30 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from fastapi import FastAPI, Request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("hc.api")
+# Database errors that mean "not reachable right now" (connection refused or lost, locked, pool
+# exhausted): the client gets a 503 to retry, not a 500.
+UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def error_kind(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return type(exc).__name__ + (f"({type(orig).__name__})" if orig is not None else "")
+
+
+def error_where(exc: BaseException) -> str:
+    """The traceback's frames (files, lines, code) without the exception's message, which can
+    quote the values being handled: enough to find the bug."""
+    return "".join(traceback.format_tb(exc.__traceback__))[-4000:]
 
 
 class ApiError(Exception):
@@ -48,7 +65,17 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(SQLAlchemyTimeout)
+    async def _store_down(_: Request, exc: Exception):
+        if isinstance(exc, DBAPIError) and not isinstance(exc, UNAVAILABLE):
+            return await _unexpected(_, exc)
+        # The class names only: a driver's message can quote the statement's values.
+        log.error("database unavailable", extra={"fields": {"error": error_kind(exc)}})
+        return JSONResponse(error_body("store_unavailable", "The service is busy; please try again shortly."),
+                            status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):
-        log.exception("unhandled error")
+        log.error("unhandled error", extra={"fields": {"error": error_kind(exc), "where": error_where(exc)}})
         return JSONResponse(error_body("internal_error", "Something went wrong on our side."), status_code=500)

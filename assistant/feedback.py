@@ -13,7 +13,6 @@ the event loop (a row costs ~0.5 ms on SQLite, ~4 ms on PostgreSQL here).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -25,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from assistant.texts import text
 from assistant.types import Message, Reply
 from core.logs import log_event
-from core.pii import mask_text
+from core.pii import conversation_ref, mask_text
 from store import default_sessions, session_factory
 from store.models import UNANSWERED_DECISIONS, FaqFeedback, UnansweredQuestion
 
@@ -52,11 +51,6 @@ def database_label() -> str:
     """Where rows go, for people (no password)."""
     bind = sessions().kw.get("bind")
     return bind.url.render_as_string(hide_password=True) if bind is not None else "?"
-
-
-def conversation_ref(conversation_id: str) -> str:
-    """A stable pseudonym: rows of one conversation group together, the sender id is not stored."""
-    return hashlib.sha256(f"hc-conversation:{conversation_id}".encode()).hexdigest()[:32]
 
 
 def _short(value: str | None, limit: int) -> str | None:

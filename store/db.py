@@ -33,6 +33,9 @@ def database_url(settings: Settings | None = None, url: str | URL | None = None)
 
 def get_engine(settings: Settings | None = None, *, url: str | URL | None = None, **kwargs) -> Engine:
     url = database_url(settings, url)
+    # A database error's message would otherwise carry the bound values (an account document,
+    # a masked-or-not text) into whatever logs or shows the exception.
+    kwargs.setdefault("hide_parameters", True)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
     # pre_ping: a PostgreSQL restart (or an idle timeout on a proxy) leaves dead pooled connections.
@@ -105,15 +108,18 @@ _default_lock = threading.Lock()
 _default: sessionmaker[Session] | None = None
 
 
-def default_sessions() -> sessionmaker[Session]:
-    """The session factory on the settings' database (migrated to head on first call)."""
+def default_sessions(settings: Settings | None = None) -> sessionmaker[Session]:
+    """The session factory on the settings' database (migrated to head on first call).
+
+    The app passes its own settings at start-up, before anything else opens the database;
+    without them (a CLI) the environment's settings are used."""
     global _default
     current = _default
     if current is not None:
         return current
     with _default_lock:
         if _default is None:
-            engine = get_engine(get_settings())
+            engine = get_engine(settings or get_settings())
             migrate(engine)
             _default = session_factory(engine)
         return _default

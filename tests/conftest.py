@@ -17,5 +17,7 @@ if _ARTIFACTS.exists():
         os.environ.setdefault("HC_INDEX_DIR", _art["index_dir"])
 # Tests never write into the working copy's var/hc.db.
 os.environ.setdefault("HC_DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='hc-test-')}/hc.db")
+# A fixed data key (core/sealing.py) so tests never write a key file into the working copy.
+os.environ.setdefault("HC_DATA_KEY", "dGVzdC1kYXRhLWtleS10ZXN0LWRhdGEta2V5LTMyYj0=")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -49,8 +49,36 @@ def test_post_creates_then_replaces(api, db):
     assert r2.json()["updated_at"] >= body["updated_at"]
     with db.connect() as conn:
         [row] = conn.execute(select(AccountRow)).mappings().all()
+    # Sealed at rest (core.sealing): the stored row shows nothing of the document.
+    assert set(row["document"]) == {"sealed", "n", "c"} and "auth_level" not in repr(row["document"])
     # Replaced, not merged; the path's user_id is written into a document that had none.
-    assert row["document"] == {"auth_level": "L3", "user_id": "demo-0001"}
+    assert service.source().get("demo-0001").document() == {"auth_level": "L3", "user_id": "demo-0001"}
+
+
+def test_documents_are_sealed_at_rest_and_bound_to_their_row(api, db):
+    from accounts.source import SourceUnavailable
+
+    client, _ = api
+    client.post("/api/v1/admin/accounts/u-a", json=document("u-a"), headers=admin())
+    client.post("/api/v1/admin/accounts/u-b", json=document("u-b", name="王五"), headers=admin())
+    with db.begin() as conn:
+        stored = "\n".join(repr(r) for r in conn.execute(select(AccountRow)).all())
+        for raw in RAW_PII + ("王五",):
+            assert raw not in stored
+        # A sealed document copied onto another user's row does not open there.
+        a = conn.execute(select(AccountRow.document).where(AccountRow.user_id == "u-a")).scalar_one()
+        conn.execute(AccountRow.__table__.update().where(AccountRow.user_id == "u-b").values(document=a))
+    with pytest.raises(SourceUnavailable):
+        service.source().get("u-b")
+    assert service.source().get("u-a").name == "林小明"
+
+
+def test_a_document_stored_in_clear_by_an_older_version_still_opens(api, db):
+    client, _ = api
+    with db.begin() as conn:
+        conn.execute(AccountRow.__table__.insert().values(user_id="old", document={"auth_level": "L2"},
+                                                          updated_at=datetime.now(), is_demo=False))
+    assert service.source().get("old").auth_level == "L2"
 
 
 def post_raw(client, content: bytes | str, user_id: str = "demo-0001"):
