@@ -1,6 +1,8 @@
-"""Request id + one structured access-log line per request (paths only: no query text, no bodies)."""
+"""Request id + one structured access-log line per request (paths only: no query text, no bodies),
+and the body-size limit."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -40,3 +42,58 @@ class RequestContext:
             log_event(log, "request", method=scope.get("method"), path=scope.get("path"),
                       status=status["code"], ms=round((time.perf_counter() - started) * 1000, 1))
             request_id_var.reset(token)
+
+
+class BodyLimit:
+    """413 for a body over `max_bytes`, before any route reads it.
+
+    A declared Content-Length is checked at once (the server's framing holds the body to it);
+    a chunked body is read here up to the limit and handed on only when it fits."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _refuse(send, 400, "bad_request", "Content-Length is not a number")
+            elif int(declared) > self.max_bytes:
+                await _refuse(send, 413, "too_large", f"the body is over {self.max_bytes} bytes")
+            else:
+                await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":      # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await _refuse(send, 413, "too_large", f"the body is over {self.max_bytes} bytes")
+                return
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

@@ -51,4 +51,8 @@ async def reload_kb(settings: SettingsDep, body: ReloadRequest | None = None):
         raise ApiError(409, "reload_in_progress", str(exc)) from exc
     except kb_reload.ReloadFailed as exc:
         raise ApiError(409, "reload_failed", str(exc)) from exc
+    except OSError as exc:
+        # index_dir names nothing readable (too long, no permission, not a folder...), or the
+        # disk refused the new index: the current one keeps serving either way.
+        raise ApiError(409, "reload_failed", f"the index folder cannot be used: {exc.strerror or exc}") from None
     return {"status": "ok", **done.as_dict()}
