@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import text
 
+from _env import missing
 from store import get_engine, migrate
 
 PG_URL = os.environ.get("HC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -31,7 +32,7 @@ def postgres_reachable() -> bool:
 def pg_schema_url():
     """A URL whose connections live in a new, empty schema (dropped on exit)."""
     if not postgres_reachable():
-        pytest.skip(f"PostgreSQL unreachable at {PG_URL}")
+        missing(f"PostgreSQL unreachable at {PG_URL}")
     schema = f"hc_test_{uuid.uuid4().hex[:12]}"
     admin = get_engine(url=PG_URL)
     with admin.begin() as conn:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from _env import missing
 from assistant import faq, feedback, runtime
 from core.settings import REPO_ROOT
 
@@ -17,7 +18,7 @@ KB_PATH = REPO_ROOT / "kb" / "faq_zh.md"
 def retriever():
     index, model = os.environ.get("HC_INDEX_DIR"), os.environ.get("HC_MODEL_DIR")
     if not (index and model and Path(index, "meta.json").is_file()):
-        pytest.skip("no built index/model (run `make setup`)")
+        missing("no built index/model (run `make setup`)")
     from retrieval.index import load_retriever
 
     return load_retriever(index, KB_PATH, model)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from _env import missing
+
 ROOT = Path(__file__).resolve().parent.parent
 RASA_PYTHON = ROOT / ".venv-rasa" / "bin" / "python"
 CHECKS = ("tracker_round_trip_and_appends_only_new_events",
@@ -16,7 +18,12 @@ CHECKS = ("tracker_round_trip_and_appends_only_new_events",
           "nlu_results_are_reused_per_text_and_language",
           "action_calls_share_one_session_per_headers_and_loop")
 
-pytestmark = pytest.mark.skipif(not RASA_PYTHON.exists(), reason="no Rasa venv")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def rasa_venv():
+    if not RASA_PYTHON.exists():
+        missing("no Rasa venv (make setup builds it)")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _env import missing
 from retrieval import evaluate
 from retrieval import index as idx
 from retrieval.kb import load_kb
@@ -25,7 +26,7 @@ MODEL = Path(os.environ.get("HC_MODEL_DIR") or Path.home() / ".cache" / "hc-try"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     if not (MODEL / "model.safetensors").is_file():
-        pytest.skip(f"no converted e5 model at {MODEL}")
+        missing(f"no converted e5 model at {MODEL}")
     # The index `make setup` built from this KB and model, if it is fresh: building one here
     # would fine-tune e5 again (a minute or more).
     ready = os.environ.get("HC_INDEX_DIR")
@@ -138,7 +139,7 @@ def test_finetuned_weights_round_trip(built, retriever, tmp_path):
 
 def test_finetune_pulls_phrasings_towards_their_own_entry():
     if not (MODEL / "model.safetensors").is_file():
-        pytest.skip(f"no converted e5 model at {MODEL}")
+        missing(f"no converted e5 model at {MODEL}")
     from _retrieval_fakes import tiny_kb
     from retrieval.encoder import E5Encoder
     from retrieval.finetune import FinetuneConfig, finetune

@@ -7,6 +7,7 @@ import uuid
 import httpx
 import pytest
 
+from _env import missing
 from tools.stack import running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
@@ -16,12 +17,13 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 @pytest.fixture(scope="module")
 def database():
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
+
     name = f"hc_e2e_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(f"{PG_SERVER}/test", autocommit=True, connect_timeout=3)
     except psycopg.OperationalError:
-        pytest.skip("PostgreSQL unreachable on 127.0.0.1:5432")
+        missing("PostgreSQL unreachable on 127.0.0.1:5432")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
@@ -32,11 +34,12 @@ def database():
 
 @pytest.fixture(scope="module")
 def api(database, tmp_path_factory):
-    redis = pytest.importorskip("redis")
+    import redis
+
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
     except redis.exceptions.ConnectionError:
-        pytest.skip("Redis unreachable on 127.0.0.1:6379")
+        missing("Redis unreachable on 127.0.0.1:6379")
     env = {"HC_DATABASE_URL": database, "HC_REDIS_URL": REDIS_URL, "HC_ADMIN_TOKEN": "t"}
     with running_stack(tmp_path_factory.mktemp("scaled"), env=env) as (base, _startup, _pid):
         with httpx.Client(base_url=base, timeout=60) as client:
