@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     demo_accounts: bool = True
     demo: bool = False
 
+    # --- the hotline hand-off (tickets/, delivery/) ---
+    # When people answer (Beijing time, "HH:MM-HH:MM"; every day): outside them the bot says when
+    # a new ticket will be handled.
+    hotline_hours: str = "08:30-17:30"
+    # First-response target for a ticket (the agent panel counts down to it).
+    ticket_sla_s: int = 15 * 60
+    # Expected wait when the queue has no history yet (nobody claimed anything recently).
+    ticket_default_wait_s: int = 10 * 60
+    # Forward every ticket and its updates to the hotline's own system: off unless a URL is set.
+    hotline_webhook_url: str | None = None
+    hotline_webhook_secret: str | None = None
+    hotline_webhook_timeout_s: float = 5.0
+    # SSE: a ping this often keeps proxies from closing an idle stream.
+    sse_ping_s: float = 15.0
+
     def sqlite_url(self) -> str:
         return f"sqlite:///{self.var_dir / 'hc.db'}"
 

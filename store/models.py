@@ -125,3 +125,96 @@ class Conversation(Base):
     user_id: Mapped[str | None] = mapped_column(String(128), index=True)
     channel: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- hotline tickets (tickets/) ----------------------------------------------------------------
+TICKET_STATUSES = ("open", "claimed", "resolved")
+
+
+class Ticket(Base):
+    """A conversation handed to the hotline. Text columns hold masked text only; the callback
+    phone an anonymous user leaves is sealed (core.sealing) and shown only through an audited
+    reveal. `open_key` is the conversation id while the ticket is not resolved (NULL after): the
+    unique index makes "one open ticket per conversation" a fact of the database."""
+    __tablename__ = "tickets"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'claimed', 'resolved')", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)          # HC-20261201-0007
+    conversation_id: Mapped[str] = mapped_column(String(255), index=True)
+    open_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    lang: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(64), index=True)           # a diagnosis code or "other"
+    # [{"code": str, "text": str}] (text masked): the bot's findings when the ticket was made.
+    findings: Mapped[list] = mapped_column(JSON, default=list)
+    summary: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    claimed_by: Mapped[int | None] = mapped_column(Integer, index=True)   # agents.id
+    callback_phone: Mapped[dict | None] = mapped_column(JSON)              # sealed, or None
+    awaiting_contact: Mapped[bool] = mapped_column(Boolean, default=False)
+    resolution: Mapped[str | None] = mapped_column(Text)
+    satisfaction: Mapped[int | None] = mapped_column(Integer)             # 1 (bad) .. 3 (good)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_response_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TicketEvent(Base):
+    """Every change of a ticket, one row each (who, when, what: {field: [old, new]}), also the
+    cursor of the agents' live stream. Private notes are events too (kind "note")."""
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[str] = mapped_column(String(32), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))          # "bot", "user", "agent:3", "admin", "system"
+    kind: Mapped[str] = mapped_column(String(32))           # created, claimed, unclaimed, message, note, ...
+    changes: Mapped[dict] = mapped_column(JSON, default=dict)
+    note: Mapped[str | None] = mapped_column(Text)          # masked
+
+
+class TicketCounter(Base):
+    """The last readable ticket number handed out per day (Beijing date, 20261201)."""
+    __tablename__ = "ticket_counters"
+
+    day: Mapped[str] = mapped_column(String(8), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
+class ConversationMessage(Base):
+    """The conversation's message log: every user turn, bot reply, agent message and system notice,
+    masked. The source of truth for /chat/messages and the SSE streams (id is the cursor)."""
+    __tablename__ = "conversation_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(255), index=True)
+    sender: Mapped[str] = mapped_column(String(16))         # user | bot | agent | system
+    text: Mapped[str] = mapped_column(Text)
+    buttons: Mapped[list] = mapped_column(JSON, default=list)
+    ticket_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A channel that pushes (WeChat, Alipay) could not deliver it: the agent calls back instead.
+    undelivered: Mapped[str | None] = mapped_column(String(64))
+    # For a bot reply: {"intent", "faq_id", "decision", "diagnosis"} of its turn (the figures).
+    meta: Mapped[dict | None] = mapped_column(JSON)
+
+
+class OutboxRow(Base):
+    """A message for an outside system (the hotline's own ticket system), written in the same
+    transaction as the change it reports and sent by a relay with retries (tickets/forwarding.py)."""
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    last_error: Mapped[str | None] = mapped_column(String(200))
