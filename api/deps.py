@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from accounts import service as accounts
+from accounts.sessions import AgentIdentity
 from api.errors import ApiError
 from assistant.rasa_client import RasaClient
 from core.settings import INTERNAL_TOKEN_HEADER, Settings
@@ -72,4 +73,21 @@ def current_user(request: Request) -> str | None:
     return user_id
 
 
+def require_agent(request: Request) -> AgentIdentity:
+    """Agent routes: `Authorization: Bearer <agent token>`. 401 without one, and 401 for a token
+    that is not an agent's (a user session token, an expired or made-up one): the client must
+    sign in as an agent.
+
+    Returns the agent: its `actor` (not its name) goes into the audit and the ticket history."""
+    token = bearer(request)
+    if token is None:
+        raise StarletteHTTPException(401, "agent token required (Authorization: Bearer ...)",
+                                     headers={"WWW-Authenticate": "Bearer"})
+    agent = accounts.agent_for_token(token)
+    if agent is None:
+        raise ApiError(401, "invalid_token", "not an agent token")
+    return agent
+
+
 CurrentUser = Annotated[str | None, Depends(current_user)]
+CurrentAgent = Annotated[AgentIdentity, Depends(require_agent)]
