@@ -11,17 +11,20 @@ from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 
+import delivery
 import store
 from accounts import service as accounts_service
 from api import errors
 from api.middleware import BodyLimit, RequestContext
 from api.actions_app import create_actions_app
-from api.routes import accounts, admin, agents, chat, demo, faq, health, sessions
+from api.routes import (accounts, admin, agent, agent_stream, agents, chat, demo, faq, health, messages,
+                        sessions, stats)
 from assistant import runtime
 from assistant.rasa_client import RasaClient
 from core import logs
 from core.artifacts import load_artifacts
 from core.settings import Settings, get_settings
+from tickets import forwarding
 
 log = logging.getLogger("hc.api")
 
@@ -64,6 +67,13 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
         # services use this app's settings from now on, not whatever the environment says.
         await asyncio.to_thread(store.default_sessions, settings)
         accounts_service.use_settings(settings)
+        # Pub/sub for the message streams (delivery/broker.py): this app's streams subscribe
+        # through app.state.broker; services publish through the process's (the same one).
+        app.state.broker = delivery.broker_from_url(settings.redis_url or "memory://")
+        delivery.use_broker(app.state.broker)
+        # The hotline webhook's outbox relay: only when HC_HOTLINE_WEBHOOK_URL is set.
+        forwarding.use_settings(settings)
+        app.state.forwarding_relay = await asyncio.to_thread(forwarding.start, settings)
         if settings.demo_accounts and settings.account_source == "builtin":
             from accounts import demo
             from assistant.diagnose import china_today
@@ -71,6 +81,10 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
             loaded = await asyncio.to_thread(demo.load, china_today())
             logs.log_event(log, "demo_accounts_loaded", count=len(loaded))
         yield
+        delivery.release_broker(app.state.broker)
+        await app.state.broker.close()
+        await asyncio.to_thread(forwarding.stop, app.state.forwarding_relay)   # before the pool goes
+        forwarding.use_settings(None)
         store.dispose_default()
         accounts_service.use_settings(None)
         if task and not task.done():
@@ -82,8 +96,9 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
-    for router in (health.router, faq.router, chat.router, admin.router,
-                   accounts.router, sessions.router, agents.router, demo.router):
+    for router in (health.router, faq.router, chat.router, messages.router, admin.router,
+                   accounts.router, sessions.router, agents.router, demo.router,
+                   agent.router, agent_stream.router, stats.router):
         app.include_router(router)
     return app
 
@@ -104,8 +119,9 @@ async def serve(settings: Settings) -> None:
     if not settings.internal_token:
         raise RuntimeError("HC_INTERNAL_TOKEN must be set: it is the action webhook's secret")
     servers = [
+        # SSE streams stay open: shutdown gives them 5 s, not forever.
         Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                              log_config=None, access_log=False)),
+                              log_config=None, access_log=False, timeout_graceful_shutdown=5)),
         Server(uvicorn.Config(create_actions_app(settings), host="127.0.0.1",
                               port=settings.actions_port, log_config=None, access_log=False)),
     ]

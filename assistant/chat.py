@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant import conversations
+import delivery
+from assistant import conversations, hotline_turns
 from assistant.lang import localise, to_traditional
 from assistant.rasa_client import RasaClient
 from assistant.texts import text as fixed_text
@@ -116,14 +117,44 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     # Whose conversation this is lives in the app's own record, which the actions read; the
     # message carries no user id for Rasa to store.
     await asyncio.to_thread(conversations.record, conversation_id, user_id, channel)
-    metadata: dict = {"signed_in": user_id is not None}
-    if signal:  # without one, Rasa keeps the conversation's language (slot `lang`)
-        metadata["lang"] = signal
-    turn = await rasa.send(conversation_id, bot_text, metadata)
-    lang = turn.lang or signal or "zh"
-    meta["intent"] = turn.intent
-    messages = _shape(turn.messages, meta)
-    log_event(log, "chat_turn", sender=conversation_ref(conversation_id), lang=lang, intent=turn.intent,
-              faq_id=meta.get("faq_id"), decision=meta.get("decision"),
+    hotline = await asyncio.to_thread(hotline_turns.before_bot, conversation_id, cleaned, bot_text, signal)
+    ticket = hotline.ticket
+    if hotline.handled is not None:
+        # With the hotline (an agent holds it, a callback number, a rating): not the bot's turn.
+        lang = signal or (ticket.lang if ticket is not None else "zh")
+        messages = localise(hotline.handled, lang)
+    else:
+        metadata: dict = {}
+        if signal:  # without one, Rasa keeps the conversation's language (slot `lang`)
+            metadata["lang"] = signal
+        turn = await rasa.send(conversation_id, bot_text, metadata)
+        lang = turn.lang or signal or "zh"
+        meta["intent"] = turn.intent
+        messages = localise(_shape(turn.messages, meta), lang)
+    if ticket is not None and not meta.get("ticket_id"):
+        meta["ticket_id"] = ticket.id
+    meta["handoff"] = bool(meta.get("handoff") or meta.get("ticket_id"))
+    ids = await asyncio.to_thread(_log_turn, conversation_id, None if hotline.user_logged else bot_text,
+                                  messages, meta)
+    for message, message_id in zip(messages, ids):
+        message["id"] = message_id
+    if ids:
+        meta["cursor"] = ids[-1]
+    log_event(log, "chat_turn", sender=conversation_ref(conversation_id), lang=lang, intent=meta.get("intent"),
+              faq_id=meta.get("faq_id"), decision=meta.get("decision"), ticket=meta.get("ticket_id"),
               ms=round((time.perf_counter() - started) * 1000, 1))
-    return ChatResult(localise(messages, lang), meta)
+    return ChatResult(messages, meta)
+
+
+def _log_turn(conversation_id: str, user_text: str | None, messages: list[dict[str, Any]],
+              meta: dict[str, Any]) -> list[str]:
+    """The turn in the conversation's message log (what the agent's transcript and the user's
+    history show): the user's masked text, then each reply; the ids of the replies."""
+    ticket_id = meta.get("ticket_id")
+    if user_text is not None:
+        delivery.append(conversation_id, "user", user_text, ticket_id=ticket_id)
+    # The turn's meta on its first reply only: the figures count turns, not messages.
+    turn_meta = {k: meta.get(k) for k in ("intent", "faq_id", "decision", "diagnosis")}
+    return [delivery.append(conversation_id, "bot", m["text"], m.get("buttons") or (), ticket_id=ticket_id,
+                            meta=turn_meta if i == 0 else None).id
+            for i, m in enumerate(messages)]

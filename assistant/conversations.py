@@ -3,6 +3,7 @@ from a message (Rasa stores every message's metadata; a user id there would be s
 
     record(conversation_id, user_id, channel)   # the chat service, before a turn goes to Rasa
     user_of(conversation_id)                     # an action: the signed-in user, or None
+    channel_of(conversation_id)                  # where it came from (api, wechat, alipay)
 
 conversation_id is Rasa's sender id (assistant.chat.rasa_sender): a signed-in user's carries a
 digest of the user id, so a row never changes owner and lookups can be remembered for good.
@@ -26,7 +27,7 @@ CACHE_SIZE = 50_000
 
 _sessions: sessionmaker[Session] | None = None
 _lock = threading.Lock()
-_known: OrderedDict[str, str | None] = OrderedDict()
+_known: OrderedDict[str, tuple[str | None, str]] = OrderedDict()   # id → (user_id, channel)
 
 
 class UnknownConversation(LookupError):
@@ -46,9 +47,9 @@ def sessions() -> sessionmaker[Session]:
     return current if current is not None else default_sessions()
 
 
-def _remember(conversation_id: str, user_id: str | None) -> None:
+def _remember(conversation_id: str, user_id: str | None, channel: str) -> None:
     with _lock:
-        _known[conversation_id] = user_id
+        _known[conversation_id] = (user_id, channel)
         _known.move_to_end(conversation_id)
         while len(_known) > CACHE_SIZE:
             _known.popitem(last=False)
@@ -73,14 +74,10 @@ def record(conversation_id: str, user_id: str | None, channel: str = "api") -> N
                 raise ValueError("conversation id already belongs to another user")
     except IntegrityError:
         pass  # the same first turn recorded by another instance a moment earlier
-    _remember(conversation_id, user_id)
+    _remember(conversation_id, user_id, channel)
 
 
-def user_of(conversation_id: str) -> str | None:
-    """The user the app signed this conversation in as, or None (anonymous).
-
-    Raises UnknownConversation for a conversation the app never recorded (a message that did
-    not come through the app)."""
+def _lookup(conversation_id: str) -> tuple[str | None, str]:
     hit = _cached(conversation_id)
     if hit is not _MISSING:
         return hit
@@ -88,6 +85,19 @@ def user_of(conversation_id: str) -> str | None:
         row = session.get(Conversation, conversation_id)
         if row is None:
             raise UnknownConversation(conversation_id)
-        user_id = row.user_id
-    _remember(conversation_id, user_id)
-    return user_id
+        found = (row.user_id, row.channel)
+    _remember(conversation_id, *found)
+    return found
+
+
+def user_of(conversation_id: str) -> str | None:
+    """The user the app signed this conversation in as, or None (anonymous).
+
+    Raises UnknownConversation for a conversation the app never recorded (a message that did
+    not come through the app)."""
+    return _lookup(conversation_id)[0]
+
+
+def channel_of(conversation_id: str) -> str:
+    """The channel the conversation came in on (raises UnknownConversation like user_of)."""
+    return _lookup(conversation_id)[1]

@@ -49,7 +49,6 @@ UNAVAILABLE = {
     "zh": f"账户信息暂时无法查询,请稍后再试,或拨打客服热线{HOTLINE}。",
     "en": f"Account data can't be reached right now; please try again later or call the hotline {HOTLINE}.",
 }
-TICKET_BUTTON = {"zh": "转人工/登记工单", "en": "Talk to a person / open a ticket"}
 
 
 def _pick(table: dict[str, str], lang: str) -> str:
@@ -94,7 +93,7 @@ def explain(user_id: str | None, topic: str, *, conversation_id: str, lang: str 
     paragraphs = replies.render(findings, "en" if lang == "en" else "zh")
     messages = [Message(p) for p in paragraphs]
     if any(replies.ticket_offered(c) for c in codes):
-        messages[-1] = Message(messages[-1].text, (Button(_pick(TICKET_BUTTON, lang), "/request_human"),))
+        messages[-1] = Message(messages[-1].text, (Button(fixed_text("ticket_button", lang), "/request_human"),))
     return Reply(tuple(messages), {"diagnosis": codes, "diagnosis_topic": topic})
 
 

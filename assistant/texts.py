@@ -58,6 +58,55 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "If you sign in, I can look at your own account and tell you which one applies: open this "
               "chat from the Min Zheng Tong (闽政通) app or mini-program, log in, then ask me again.",
     },
+    # --- the hotline hand-off (assistant.handoff) ---
+    "ticket_button": {"zh": "转人工/登记工单", "en": "Talk to a person / open a ticket"},
+    "handoff_created": {
+        "zh": "已为您登记热线工单 {ticket_id},客服人员会在这里回复您。",
+        "en": "I've opened hotline ticket {ticket_id} for you; an agent will reply to you here.",
+    },
+    "handoff_existing": {
+        "zh": "您的热线工单 {ticket_id} 已在处理队列中,客服人员会在这里回复您。",
+        "en": "Your hotline ticket {ticket_id} is already in the queue; an agent will reply to you here.",
+    },
+    "handoff_claimed": {
+        "zh": "客服人员正在处理您的工单 {ticket_id},请直接在这里留言。",
+        "en": "An agent is handling your ticket {ticket_id}; just write your message here.",
+    },
+    "handoff_place": {
+        "zh": "您前面还有 {ahead} 位,预计等待约 {minutes} 分钟。",
+        "en": "There {ahead_en} ahead of you; the expected wait is about {minutes} minutes.",
+    },
+    "handoff_after_hours": {
+        "zh": "现在是人工服务时间({hours})以外,工作人员将于 {opens_at} 起处理。",
+        "en": "It is outside the hotline's hours ({hours}); an agent will handle it from {opens_at}.",
+    },
+    "handoff_hotline": {
+        "zh": f"急事也可以直接拨打客服热线{HOTLINE}。",
+        "en": f"If it is urgent, you can also call the hotline {HOTLINE}.",
+    },
+    "handoff_anonymous": {
+        "zh": "您还没有登录:登录后客服人员可以查看您本人的账户情况;也可以直接回复您的手机号码,方便客服人员回电。",
+        "en": "You are not signed in: sign in so that the agent can look at your own account, or reply "
+              "with your mobile number so that the agent can call you back.",
+    },
+    "callback_saved": {
+        "zh": "已记下您的回拨电话 {phone},客服人员会尽快联系您。",
+        "en": "Thanks, I've noted your callback number {phone}; an agent will call you as soon as possible.",
+    },
+    "handoff_offer": {
+        "zh": "看起来我没能解决您的问题。需要的话,我可以为您转人工、登记热线工单。",
+        "en": "It looks like I couldn't solve your problem. If you like, I can pass you to a person and "
+              "open a hotline ticket.",
+    },
+    "handoff_unavailable": {
+        "zh": f"抱歉,工单系统暂时无法登记。请直接拨打客服热线{HOTLINE},工作人员会为您处理。",
+        "en": f"Sorry, tickets cannot be opened right now. Please call the hotline {HOTLINE}; an agent "
+              f"will help you.",
+    },
+    "rating_thanks": {"zh": "感谢您的评价!还有其他问题,可以继续问我。",
+                      "en": "Thank you for your rating! Ask me anything else whenever you like."},
+    "rating_not_open": {"zh": "这张工单已经评价过或还没有处理完,谢谢!",
+                        "en": "That ticket has already been rated or is not finished yet. Thank you!"},
 }
 
 

@@ -15,6 +15,15 @@ _MOBILE = re.compile(rf"(?<!\d)(?:(?:\+|00)?86{_SEP})?(1[3-9]\d){_SEP}\d{{4}}{_S
 _PERMIT = re.compile(r"(?<![0-9A-Za-z])([A-Za-z]{1,2})\d{5,6}(\d{2})(?![0-9A-Za-z])")
 
 
+def find_mobile(text: str) -> str | None:
+    """The first mainland mobile number in the text, as 11 digits (+86 and separators dropped)."""
+    m = _MOBILE.search(text or "")
+    if m is None:
+        return None
+    digits = re.sub(r"\D", "", m.group(0))
+    return digits[-11:]
+
+
 def mask_id_number(value: str | None) -> str | None:
     """3501**********1234 for a resident ID (first four and last four kept); a shorter document
     number (passport, permit: E12345678 → E******78) keeps its first and last two characters."""

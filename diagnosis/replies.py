@@ -21,7 +21,8 @@ from diagnosis.rules import Finding
 
 HOTLINE = "0591-62623959"
 LANGS = ("zh", "zh-hant", "en")
-TICKET_CODES = frozenset({"orange.quarantine_release_pending", "name.mismatch"})
+# Findings where a person has to act (or may help): their replies offer the 转人工/登记工单 button.
+TICKET_CODES = frozenset({"orange.quarantine_release_pending", "name.mismatch", "orange.risk"})
 
 _Variants = dict[str, tuple[str, str]]
 
@@ -444,5 +445,6 @@ def next_step(code: str, lang: str, facts: dict[str, Any] | None = None) -> str:
 
 
 def ticket_offered(code: str) -> bool:
-    """Whether the reply offers a hotline ticket (staff must act: quarantine release, wrong name)."""
+    """Whether the reply offers a hotline ticket (staff must act: quarantine release, wrong name;
+    or may help: a risk tag the user cannot clear)."""
     return code in TICKET_CODES

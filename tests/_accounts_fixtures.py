@@ -10,7 +10,9 @@ from fastapi.testclient import TestClient
 
 from _store_fixtures import DATABASES, migrated_for
 from accounts import service
+import delivery
 from assistant import conversations
+from tickets import service as tickets
 from bot.actions.personal import signed_in_user
 from assistant.rasa_client import BotTurn
 from core.settings import Settings
@@ -48,8 +50,8 @@ def document(user_id: str = "demo-0001", **changes) -> dict:
 @pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
     """An empty, migrated database (SQLite, then PostgreSQL) that accounts.service and the
-    conversation record use."""
-    with migrated_for(request.param, tmp_path, service, conversations) as engine:
+    conversation record, the ticket queue and the message log use."""
+    with migrated_for(request.param, tmp_path, service, conversations, tickets, delivery) as engine:
         yield engine
 
 

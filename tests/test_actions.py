@@ -125,7 +125,7 @@ def test_answer_faq_dispatches_messages_buttons_then_meta(monkeypatch):
     assert messages[2]["text"] is None
     # An entry without a diagnosis link, anonymous: nothing personal, and no stale finding left.
     assert events == [SlotSet("last_faq_id", "personal.screenshot"), SlotSet("faq_decision", "answer"),
-                      SlotSet("last_diagnosis", None)]
+                      SlotSet("last_diagnosis", None), SlotSet("miss_streak", 0)]
 
 
 def test_answer_faq_keeps_last_faq_id_when_no_entry_was_answered(monkeypatch):
@@ -136,7 +136,8 @@ def test_answer_faq_keeps_last_faq_id_when_no_entry_was_answered(monkeypatch):
     )
 
     # The follow-up topic stays the last answered entry; the decision lets 都不是 be understood.
-    assert events == [SlotSet("faq_decision", "clarify")]
+    # A clarification is no miss: the streak towards offering a person starts again.
+    assert events == [SlotSet("faq_decision", "clarify"), SlotSet("miss_streak", 0)]
     assert messages[0]["buttons"][0]["payload"] == '/choose_faq{"faq_id":"personal.screenshot"}'
     assert messages[-1]["custom"] == {"meta": {"faq_id": None, "decision": "clarify"}}
 
@@ -168,7 +169,7 @@ def test_answer_by_id_uses_the_button_entity(monkeypatch):
     assert answer.calls == []
     # An entry without a diagnosis link, anonymous: nothing personal, and no stale finding left.
     assert events == [SlotSet("last_faq_id", "personal.screenshot"), SlotSet("faq_decision", "answer"),
-                      SlotSet("last_diagnosis", None)]
+                      SlotSet("last_diagnosis", None), SlotSet("miss_streak", 0)]
     assert messages[-1]["custom"]["meta"]["faq_id"] == "personal.screenshot"
 
 
@@ -206,7 +207,7 @@ def test_feedback_button_records_verdict_for_its_entry(monkeypatch):
     assert record.calls == [(("conv-42", "family.quota", False, "en"), {})]
     assert messages[0]["text"] == "感谢您的反馈！"
     assert messages[-1]["custom"] == {"meta": {"feedback": "recorded"}}
-    assert events == []
+    assert events == [SlotSet("miss_streak", 1)]        # a "not helpful" counts towards offering a person
 
 
 def test_typed_feedback_is_about_the_last_answer(monkeypatch):
@@ -240,25 +241,28 @@ def test_feedback_without_a_verdict_records_nothing(monkeypatch):
 # --- handoff -----------------------------------------------------------------------------
 
 
-def test_handoff_gives_the_hotline_in_the_users_language():
-    """The real hand-off service (no ticket queue yet: no ticket id is claimed)."""
-    for lang, word in (("zh", "0591-62623959"), ("en", "hotline 0591-62623959")):
-        tracker = make_tracker("转人工", intent="request_human", slots={"lang": lang}, sender_id="conv-7")
+def test_handoff_passes_conversation_text_lang_and_the_last_finding(monkeypatch):
+    reply = Reply((Message("已为您登记热线工单 HC-20261201-0001"),), {"handoff": True, "ticket_id": "HC-20261201-0001"})
+    request = Recorder(reply)
+    monkeypatch.setattr(handoff_actions.handoff_service, "request", request)
+    tracker = make_tracker("转人工", intent="request_human", sender_id="conv-7",
+                           slots={"lang": "en", "last_diagnosis": ["name.mismatch"]})
 
-        messages, events = run(handoff_actions.ActionHandoff(), tracker)
+    messages, events = run(handoff_actions.ActionHandoff(), tracker)
 
-        assert word in messages[0]["text"]
-        assert messages[-1]["custom"] == {"meta": {"handoff": True}}
-        assert events == []
+    assert request.calls == [(("conv-7", "转人工", "en", ["name.mismatch"]), {})]
+    assert messages[-1]["custom"] == {"meta": {"handoff": True, "ticket_id": "HC-20261201-0001"}}
+    assert events == []
 
 
-def test_handoff_still_gives_the_hotline_when_the_service_fails(monkeypatch, caplog):
+def test_handoff_gives_the_hotline_and_no_ticket_id_when_the_queue_fails(monkeypatch, caplog):
     monkeypatch.setattr(handoff_actions.handoff_service, "request", Recorder(RuntimeError("db down")))
 
-    messages, _ = run(handoff_actions.ActionHandoff(), make_tracker("人工", intent="request_human"))
-
-    assert messages[0]["response"] == "utter_handoff"
-    assert messages[-1]["custom"] == {"meta": {"handoff": True}}
+    for lang, word in (("zh", "0591-62623959"), ("en", "hotline 0591-62623959")):
+        messages, _ = run(handoff_actions.ActionHandoff(),
+                          make_tracker("人工", intent="request_human", slots={"lang": lang}))
+        assert word in messages[0]["text"]
+        assert messages[-1]["custom"] == {"meta": {"handoff": True}}
     assert "the hand-off service failed" in caplog.text
 
 
@@ -342,3 +346,31 @@ def test_every_custom_action_in_the_domain_is_served_by_the_package():
     executor.register_package("bot.actions")
 
     assert set(DOMAIN["actions"]) <= set(executor.actions)
+
+
+def test_two_abstains_in_a_row_offer_a_person_then_the_count_starts_again(monkeypatch):
+    none = Reply((Message("抱歉,这个问题我暂时无法准确回答。"),), {"faq_id": None, "decision": "none"})
+    monkeypatch.setattr(faq_actions.faq_service, "answer", Recorder(none))
+
+    messages, events = run(faq_actions.ActionAnswerFaq(), make_tracker("??", slots={"miss_streak": 0}))
+    assert SlotSet("miss_streak", 1) in events
+    assert not any(b["payload"] == "/request_human" for m in messages for b in m.get("buttons") or [])
+
+    messages, events = run(faq_actions.ActionAnswerFaq(), make_tracker("??", slots={"miss_streak": 1}))
+    assert SlotSet("miss_streak", 0) in events
+    offer = [m for m in messages if any(b["payload"] == "/request_human" for b in m.get("buttons") or [])]
+    assert offer and "转人工" in offer[0]["buttons"][0]["title"]
+
+
+def test_two_not_helpful_presses_offer_a_person(monkeypatch):
+
+
+    monkeypatch.setattr(feedback_actions.feedback_service, "record",
+                        Recorder(Reply((Message("感谢反馈"),), {"faq_id": "personal.screenshot"})))
+    tracker = make_tracker('/feedback{"helpful":"no"}', intent="feedback",
+                           entities=[{"entity": "helpful", "value": "no"}],
+                           slots={"miss_streak": 1, "last_faq_id": "personal.screenshot"})
+    messages, events = run(feedback_actions.ActionRecordFeedback(), tracker)
+    assert any(b["payload"] == "/request_human" for m in messages for b in m.get("buttons") or [])
+    assert SlotSet("miss_streak", 0) in events
+

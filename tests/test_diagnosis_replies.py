@@ -198,4 +198,5 @@ def test_next_step_for_follow_ups(lang):
 
 
 def test_ticket_offered_only_where_staff_act():
-    assert {c for c in CODES if ticket_offered(c)} == {"orange.quarantine_release_pending", "name.mismatch"}
+    assert {c for c in CODES if ticket_offered(c)} == {"orange.quarantine_release_pending", "name.mismatch",
+                                                       "orange.risk"}

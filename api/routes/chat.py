@@ -27,11 +27,13 @@ class ButtonOut(BaseModel):
 
 
 class MessageOut(BaseModel):
+    id: str | None = None      # its place in the conversation's message log (/chat/messages cursor)
     text: str
     buttons: list[ButtonOut] = []
 
 
 class MetaOut(BaseModel, extra="allow"):
+    cursor: str | None = None  # the last message of this turn: /chat/messages?after= continues from it
     intent: str | None = None
     faq_id: str | None = None
     diagnosis: list[str] = []

@@ -12,6 +12,8 @@ from assistant.types import Reply
 
 DEFAULT_LANG = "zh"
 FAQ_DECISIONS = ("answer", "clarify", "none")   # the values of slot faq_decision
+MISS_SLOT = "miss_streak"   # abstains and "not helpful" presses in a row
+MISSES_BEFORE_OFFER = 2
 T = TypeVar("T")
 
 
@@ -44,6 +46,17 @@ def dispatch_reply(dispatcher: CollectingDispatcher, reply: Reply) -> None:
     # A trailing custom message carries the service's meta (faq_id, handoff, ticket_id...)
     # so the API can merge it into its response instead of guessing from the text.
     dispatcher.utter_message(json_message={"meta": dict(reply.meta)})
+
+
+def with_offer_after_misses(tracker: Tracker, reply: Reply, missed: bool) -> tuple[Reply, list[dict[str, Any]]]:
+    """Count abstains / "not helpful" in a row; at the second, offer a person (and start again)."""
+    from assistant import handoff
+
+    streak = (int(tracker.get_slot(MISS_SLOT) or 0) + 1) if missed else 0
+    if streak >= MISSES_BEFORE_OFFER:
+        offered = Reply((*reply.messages, handoff.offer(current_lang(tracker))), reply.meta)
+        return offered, [SlotSet(MISS_SLOT, 0)]
+    return reply, [SlotSet(MISS_SLOT, streak)]
 
 
 def remember_faq(reply: Reply) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from .common import (
     latest_entity,
     latest_text,
     remember_faq,
+    with_offer_after_misses,
 )
 from .personal import with_own_finding
 
@@ -29,8 +30,9 @@ def _answer_text(tracker: Tracker):
 async def _send(dispatcher: CollectingDispatcher, tracker: Tracker, reply) -> list[dict[str, Any]]:
     # An entry linked to a diagnosis also gets the signed-in user's own finding.
     reply, events = await call_service(with_own_finding, tracker, reply)
+    reply, streak = with_offer_after_misses(tracker, reply, missed=reply.meta.get("decision") == "none")
     dispatch_reply(dispatcher, reply)
-    return [*remember_faq(reply), *events]
+    return [*remember_faq(reply), *events, *streak]
 
 
 async def answer_question(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from assistant import feedback as feedback_service
 
-from .common import call_service, current_lang, dispatch_reply, latest_entity
+from .common import call_service, current_lang, dispatch_reply, latest_entity, with_offer_after_misses
 
 # Button payloads say "yes"/"no"; typed feedback is mapped to the same values by NLU synonyms.
 HELPFUL_VALUES = {"yes": True, "no": False}
@@ -35,5 +35,6 @@ class ActionRecordFeedback(Action):
             helpful,
             current_lang(tracker),
         )
+        reply, streak = with_offer_after_misses(tracker, reply, missed=not helpful)
         dispatch_reply(dispatcher, reply)
-        return []
+        return streak

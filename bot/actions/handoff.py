@@ -1,4 +1,4 @@
-"""Hand the conversation to the hotline staff: for now the hotline number (no ticket queue yet)."""
+"""Hand the conversation to the hotline: a ticket with what the bot learned, confirmed in the chat."""
 from __future__ import annotations
 
 import logging
@@ -21,19 +21,19 @@ class ActionHandoff(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
+        lang = current_lang(tracker)
         try:
             reply = await call_service(
                 handoff_service.request,
                 tracker.sender_id,
                 latest_text(tracker),
-                current_lang(tracker),
+                lang,
+                list(tracker.get_slot("last_diagnosis") or []),
             )
         except Exception:
-            # Someone asking for a person must still get the hotline when the service
-            # fails; the failure is logged, not hidden.
+            # Someone asking for a person must still get the hotline when the queue is down, and
+            # no ticket id that does not exist; the failure is logged, not hidden.
             logger.exception("handoff: the hand-off service failed")
-            dispatcher.utter_message(response="utter_handoff")
-            dispatcher.utter_message(json_message={"meta": {"handoff": True}})
-            return []
+            reply = handoff_service.unavailable(lang)
         dispatch_reply(dispatcher, reply)
         return []
