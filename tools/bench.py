@@ -102,6 +102,56 @@ async def drive(base: str, kind: str, questions: list[str], clients: int, total:
             "mean_ms": round(statistics.fmean(latencies), 1), "rps": round(len(latencies) / wall, 1)}
 
 
+BENCH_ADMIN = "bench-admin-token"
+
+
+def handoff_round_trip(base: str, n: int = 50) -> dict:
+    """An agent's message to the moment it arrives on the user's SSE stream (/api/v1/chat/stream),
+    over a claimed ticket: the delivery path (message log, broker, stream) end to end."""
+    import threading
+    import uuid
+
+    import httpx
+
+    admin = {"Authorization": f"Bearer {BENCH_ADMIN}"}
+    sender = f"bench-handoff-{uuid.uuid4().hex}"
+    latencies: list[float] = []
+    with httpx.Client(base_url=base, timeout=30) as api:
+        ticket = api.post("/api/v1/chat", json={"sender": sender, "text": "转人工"}).json()["meta"]["ticket_id"]
+        agent = {"Authorization": "Bearer " + api.post("/api/v1/admin/agents", json={"name": "bench"},
+                                                       headers=admin).json()["token"]}
+        api.post(f"/api/v1/agent/tickets/{ticket}/claim", headers=agent).raise_for_status()
+        arrived: dict[str, float] = {}
+        ready, done = threading.Event(), threading.Event()
+
+        def listen() -> None:
+            with httpx.Client(base_url=base, timeout=httpx.Timeout(30, read=60)) as c, \
+                    c.stream("GET", "/api/v1/chat/stream", params={"sender": sender}) as r:
+                ready.set()
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        arrived[json.loads(line[5:])["text"]] = time.perf_counter()
+                        if len(arrived) >= n:
+                            done.set()
+                            return
+
+        threading.Thread(target=listen, daemon=True).start()
+        ready.wait(30)
+        time.sleep(0.5)
+        for i in range(n):
+            text = f"bench {i}"
+            t0 = time.perf_counter()
+            api.post(f"/api/v1/agent/tickets/{ticket}/messages", json={"text": text}, headers=agent).raise_for_status()
+            deadline = time.perf_counter() + 10
+            while text not in arrived and time.perf_counter() < deadline:
+                time.sleep(0.0005)
+            if text in arrived:
+                latencies.append((arrived[text] - t0) * 1000)
+        api.post(f"/api/v1/agent/tickets/{ticket}/resolve", json={"resolution": "bench"}, headers=agent)
+    return {"n": n, "arrived": len(latencies), "p50_ms": round(percentile(latencies, 0.5), 1) if latencies else None,
+            "p95_ms": round(percentile(latencies, 0.95), 1) if latencies else None}
+
+
 def index_summary() -> str:
     """What building the current index cost, from its meta.json (the build records it)."""
     from core.artifacts import load_artifacts
@@ -136,7 +186,8 @@ def main() -> None:
     rows = []
     for mode in args.modes.split(","):
         with tempfile.TemporaryDirectory(prefix=f"hc-bench-{mode}-") as tmp, \
-                running_stack(Path(tmp), {"HC_RETRIEVAL_MODE": mode}) as (base, startup_s, pid):
+                running_stack(Path(tmp), {"HC_RETRIEVAL_MODE": mode, "HC_ADMIN_TOKEN": BENCH_ADMIN}) \
+                as (base, startup_s, pid):
             rss = process_tree_rss_mb(pid)
             print(f"[bench] mode={mode}: healthy after {startup_s:.1f}s, RSS of all processes {rss:.0f} MB",
                   flush=True)
@@ -147,6 +198,10 @@ def main() -> None:
                         row = {"mode": mode, **asyncio.run(drive(base, kind, questions, clients, n, unique))}
                         rows.append(row)
                         print(f"[bench] {json.dumps(row, ensure_ascii=False)}", flush=True)
+            if mode == "hybrid":
+                handoff = handoff_round_trip(base)
+                print(f"[bench] handoff round trip: {json.dumps(handoff)}", flush=True)
+                rows.append({"mode": mode, "handoff": handoff})
             rows.append({"mode": mode, "startup_s": round(startup_s, 1), "rss_mb": round(rss)})
     print("\n| mode | endpoint | questions | clients | p50 ms | p95 ms | req/s | errors |")
     print("|---|---|---|---|---|---|---|---|")
@@ -154,6 +209,11 @@ def main() -> None:
         if "endpoint" in r:
             print(f"| {r['mode']} | {r['endpoint']} | {r['questions']} | {r['clients']} | {r['p50_ms']} "
                   f"| {r['p95_ms']} | {r['rps']} | {r['errors']} |")
+    for r in rows:
+        if "handoff" in r:
+            h = r["handoff"]
+            print(f"| hand-off round trip (agent message → user's SSE stream) | n {h['n']} | arrived {h['arrived']} "
+                  f"| p50 {h['p50_ms']} ms | p95 {h['p95_ms']} ms |")
     print(index_summary())
     for r in rows:
         if "startup_s" in r:
