@@ -114,10 +114,7 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     # too: anyone can type one, with anything inside.
     bot_text = mask_text(cleaned, names)
     conversation_id = rasa_sender(sender, user_id)
-    # Whose conversation this is lives in the app's own record, which the actions read; the
-    # message carries no user id for Rasa to store.
-    await asyncio.to_thread(conversations.record, conversation_id, user_id, channel)
-    hotline = await asyncio.to_thread(hotline_turns.before_bot, conversation_id, cleaned, bot_text, signal)
+    hotline = await asyncio.to_thread(_before_bot, conversation_id, user_id, channel, cleaned, bot_text, signal)
     ticket = hotline.ticket
     if hotline.handled is not None:
         # With the hotline (an agent holds it, a callback number, a rating): not the bot's turn.
@@ -146,15 +143,23 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     return ChatResult(messages, meta)
 
 
+def _before_bot(conversation_id: str, user_id: str | None, channel: str, cleaned: str, masked: str,
+                signal: str | None) -> hotline_turns.HotlineTurn:
+    # Whose conversation this is lives in the app's own record, which the actions read; the
+    # message carries no user id for Rasa to store.
+    conversations.record(conversation_id, user_id, channel)
+    return hotline_turns.before_bot(conversation_id, cleaned, masked, signal)
+
+
 def _log_turn(conversation_id: str, user_text: str | None, messages: list[dict[str, Any]],
               meta: dict[str, Any]) -> list[str]:
     """The turn in the conversation's message log (what the agent's transcript and the user's
     history show): the user's masked text, then each reply; the ids of the replies."""
     ticket_id = meta.get("ticket_id")
-    if user_text is not None:
-        delivery.append(conversation_id, "user", user_text, ticket_id=ticket_id)
     # The turn's meta on its first reply only: the figures count turns, not messages.
     turn_meta = {k: meta.get(k) for k in ("intent", "faq_id", "decision", "diagnosis")}
-    return [delivery.append(conversation_id, "bot", m["text"], m.get("buttons") or (), ticket_id=ticket_id,
-                            meta=turn_meta if i == 0 else None).id
-            for i, m in enumerate(messages)]
+    rows = [delivery.NewMessage("user", user_text, ticket_id=ticket_id)] if user_text is not None else []
+    rows += [delivery.NewMessage("bot", m["text"], m.get("buttons") or (), ticket_id, turn_meta if i == 0 else None)
+             for i, m in enumerate(messages)]
+    views = delivery.append_many(conversation_id, rows)     # one transaction for the whole turn
+    return [v.id for v in views if v.sender == "bot"]

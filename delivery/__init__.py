@@ -3,6 +3,7 @@ every turn, through one function (DESIGN.md "Channels, hand-off and delivery").
 
     append(conversation_id, sender, text, buttons=(), ticket_id=None, meta=None) -> MessageView
         store one message (user turn, bot reply) in the conversation's log, masked; no publish
+    append_many(conversation_id, [NewMessage(...), ...]) -> list[MessageView]   (one transaction)
     deliver(conversation_id, sender, text, buttons=(), ticket_id=None) -> MessageView
         append, then publish it to whatever listens (the SSE streams), then call the push
         senders registered for the conversation's channel; view.undelivered says if one failed
@@ -38,8 +39,8 @@ from core.logs import log_event
 from core.pii import conversation_ref
 from delivery.broker import (Broker, MemoryBroker, RedisBroker, Subscription, SubscriptionDropped,
                              broker_from_url, current_broker, publish, release_broker, use_broker)
-from delivery.log import (DELIVERED_SENDERS, SENDERS, MessageView, append, configure, last_id,
-                          mark_undelivered, messages_after, recent, sessions)
+from delivery.log import (DELIVERED_SENDERS, SENDERS, MessageView, NewMessage, append, append_many, configure,
+                          last_id, mark_undelivered, messages_after, recent, sessions)
 from store.models import Conversation
 
 log = logging.getLogger("hc.delivery")
@@ -126,7 +127,8 @@ def deliver(conversation_id: str, sender: str, text: str, buttons: Sequence[dict
 
 __all__ = [
     "AGENTS_TOPIC", "Broker", "DELIVERED_SENDERS", "MemoryBroker", "MessageView", "RedisBroker",
-    "SENDERS", "Sender", "Subscription", "SubscriptionDropped", "Undeliverable", "append",
+    "NewMessage", "SENDERS", "Sender", "Subscription", "SubscriptionDropped", "Undeliverable", "append",
+    "append_many",
     "broker_from_url", "configure", "conversation_topic", "current_broker", "deliver", "last_id",
     "mark_undelivered", "messages_after", "publish", "recent", "register_sender", "release_broker",
     "sessions", "subscribe", "unregister_sender", "use_broker",

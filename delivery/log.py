@@ -86,20 +86,44 @@ def _buttons(buttons: Iterable[dict] | None) -> list[dict[str, str]]:
     return out
 
 
-def append(conversation_id: str, sender: str, text: str, buttons: Sequence[dict] = (),
-           ticket_id: str | None = None, meta: dict | None = None) -> MessageView:
-    """Store one message (masked) in the conversation's log and return it; publishes nothing."""
-    if sender not in SENDERS:
+@dataclass(frozen=True)
+class NewMessage:
+    """One message to store: what append takes, for append_many."""
+    sender: str
+    text: str
+    buttons: Sequence[dict] = ()
+    ticket_id: str | None = None
+    meta: dict | None = None
+
+
+def _row(conversation_id: str, m: NewMessage, at: datetime) -> ConversationMessage:
+    if m.sender not in SENDERS:
         raise ValueError(f"sender must be one of {SENDERS}")
     if not conversation_id:
         raise ValueError("conversation_id is required")
-    row = ConversationMessage(conversation_id=conversation_id, sender=sender,
-                              text=mask_text(text or ""), buttons=_buttons(buttons),
-                              ticket_id=ticket_id, meta=meta, at=datetime.now(timezone.utc))
+    return ConversationMessage(conversation_id=conversation_id, sender=m.sender,
+                               text=mask_text(m.text or ""), buttons=_buttons(m.buttons),
+                               ticket_id=m.ticket_id, meta=m.meta, at=at)
+
+
+def append_many(conversation_id: str, messages: Sequence[NewMessage]) -> list[MessageView]:
+    """Store several messages (masked) in one transaction, in order (a whole chat turn: the user's
+    text and the bot's replies); publishes nothing."""
+    at = datetime.now(timezone.utc)
+    rows = [_row(conversation_id, m, at) for m in messages]
+    if not rows:
+        return []
     with sessions().begin() as session:
-        session.add(row)
+        session.add_all(rows)
         session.flush()
-        return _view(row)
+        return [_view(row) for row in rows]
+
+
+def append(conversation_id: str, sender: str, text: str, buttons: Sequence[dict] = (),
+           ticket_id: str | None = None, meta: dict | None = None) -> MessageView:
+    """Store one message (masked) in the conversation's log and return it; publishes nothing."""
+    [view] = append_many(conversation_id, [NewMessage(sender, text, buttons, ticket_id, meta)])
+    return view
 
 
 def mark_undelivered(message: MessageView, reason: str) -> MessageView:

@@ -81,3 +81,16 @@ def migrated_for(kind: str, tmp_path, *services):
         finally:
             for service in services:
                 service.configure(None)
+
+
+@contextmanager
+def migrated_with_tickets(kind: str, tmp_path, settings, *services):
+    """migrated_for, with the ticket service on the same database and these settings."""
+    from tickets import service
+
+    with migrated_for(kind, tmp_path, *services) as engine:
+        service.configure(engine, settings=settings)
+        try:
+            yield engine
+        finally:
+            service.configure(None)

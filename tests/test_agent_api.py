@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 
 import delivery
 from _accounts_fixtures import ADMIN, DOCUMENT, FAMILY_NAME, ID_NUMBER, NAME, PHONE, RAW_PII, make_client
-from _store_fixtures import DATABASES, migrated_for
+from _store_fixtures import DATABASES, migrated_with_tickets
 from accounts import service as accounts
 from assistant import conversations, kb_reload, runtime
 from core.settings import REPO_ROOT, Settings
@@ -28,12 +28,8 @@ UNKNOWN = "HC-20990101-0001"
 
 @pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
-    with migrated_for(request.param, tmp_path, accounts, conversations, delivery) as engine:
-        service.configure(engine, settings=SETTINGS)
-        try:
-            yield engine
-        finally:
-            service.configure(None)
+    with migrated_with_tickets(request.param, tmp_path, SETTINGS, accounts, conversations, delivery) as engine:
+        yield engine
 
 
 @pytest.fixture

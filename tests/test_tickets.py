@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 
 import delivery
 from _accounts_fixtures import DOCUMENT, FAMILY_NAME, ID_NUMBER, NAME, PHONE, RAW_PII
-from _store_fixtures import DATABASES, migrated_for
+from _store_fixtures import DATABASES, migrated_with_tickets
 from accounts import service as accounts
 from core.settings import Settings
 from diagnosis.account import Account
@@ -44,12 +44,8 @@ class Clock:
 
 @pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
-    with migrated_for(request.param, tmp_path, accounts, delivery) as engine:
-        service.configure(engine, settings=SETTINGS)
-        try:
-            yield engine
-        finally:
-            service.configure(None)
+    with migrated_with_tickets(request.param, tmp_path, SETTINGS, accounts, delivery) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 import delivery
-from _store_fixtures import DATABASES, migrated_for
+from _store_fixtures import DATABASES, migrated_with_tickets
 from accounts import service as accounts
 from core.settings import Settings
 from store.models import Ticket, TicketEvent
@@ -23,12 +23,8 @@ ROUNDS = 6
 
 @pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
-    with migrated_for(request.param, tmp_path, accounts, delivery) as engine:
-        service.configure(engine, settings=SETTINGS)
-        try:
-            yield engine
-        finally:
-            service.configure(None)
+    with migrated_with_tickets(request.param, tmp_path, SETTINGS, accounts, delivery) as engine:
+        yield engine
 
 
 def together(n: int, fn) -> list:
