@@ -8,6 +8,7 @@ hand-off with a callback number; no raw personal data in any response or anythin
 Runs on the embedded defaults (SQLite, in-process broker) and on PostgreSQL + Redis."""
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -15,7 +16,7 @@ import uuid
 import httpx
 import pytest
 
-from _env import missing
+from _env import require_redis, throwaway_postgres_database
 from tools import pii_scan
 from tools.stack import running_stack
 
@@ -26,43 +27,19 @@ ACCOUNT = {"user_id": "ho-user", "name": NAME, "id_type": "resident_id", "id_num
            "phone": PHONE, "auth_level": "L4", "identity_check": "match", "arrival": "none",
            "code": {"color": "green", "reasons": []}}
 RAW = (NAME, ID_NUMBER, PHONE, "13912345678")
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _postgres_and_redis():
-    import psycopg
-    import redis
-
-    name = f"hc_ho_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(f"{PG_SERVER}/test", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        missing("PostgreSQL unreachable on 127.0.0.1:5432")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except redis.exceptions.ConnectionError:
-        missing("Redis unreachable on 127.0.0.1:6379")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    return admin, name
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
 def stack(request, tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("handoff")
     env = {"HC_ADMIN_TOKEN": ADMIN}
-    admin = None
-    if request.param == "postgres+redis":
-        admin, name = _postgres_and_redis()
-        env.update(HC_DATABASE_URL=f"{PG_SERVER}/{name}", HC_REDIS_URL=REDIS_URL)
-    try:
+    with contextlib.ExitStack() as stack_:
+        if request.param == "postgres+redis":
+            env.update(HC_DATABASE_URL=stack_.enter_context(throwaway_postgres_database("hc_ho")),
+                       HC_REDIS_URL=require_redis())
         with running_stack(var_dir, env=env) as (base, _startup, _pid):
             with httpx.Client(base_url=base, timeout=60) as client:
                 yield client, var_dir, base, env.get("HC_DATABASE_URL")
-    finally:
-        if admin is not None:
-            with admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def bearer(token: str) -> dict:

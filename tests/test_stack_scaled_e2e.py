@@ -2,45 +2,24 @@
 tracker store, Redis for Rasa's lock store (HC_DATABASE_URL, HC_REDIS_URL)."""
 from __future__ import annotations
 
-import uuid
-
 import httpx
 import pytest
 
-from _env import missing
+from _env import require_redis, throwaway_postgres_database
 from tools.stack import running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
 def database():
-    import psycopg
-
-    name = f"hc_e2e_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(f"{PG_SERVER}/test", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        missing("PostgreSQL unreachable on 127.0.0.1:5432")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{PG_SERVER}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def api(database, tmp_path_factory):
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except redis.exceptions.ConnectionError:
-        missing("Redis unreachable on 127.0.0.1:6379")
-    env = {"HC_DATABASE_URL": database, "HC_REDIS_URL": REDIS_URL, "HC_ADMIN_TOKEN": "t"}
+    env = {"HC_DATABASE_URL": database, "HC_REDIS_URL": require_redis(), "HC_ADMIN_TOKEN": "t"}
     with running_stack(tmp_path_factory.mktemp("scaled"), env=env) as (base, _startup, _pid):
         with httpx.Client(base_url=base, timeout=60) as client:
             yield client
