@@ -102,7 +102,8 @@ def main() -> int:
                 say(f"ready in {time.monotonic() - t0:.1f}s")
                 say(f"API      {base}   (docs: {base}/docs)")
                 say(f"health   {base}/healthz")
-                say(f"try:     curl -s '{base}/api/v1/faq/search?q=健康码可以截图吗'")
+                # Encoded: the server refuses raw UTF-8 in a request line.
+                say(f"try:     curl -s -G --data-urlencode 'q=健康码可以截图吗' {base}/api/v1/faq/search")
                 say("Ctrl-C stops everything")
             elif not ready and time.monotonic() - t0 > STARTUP_TIMEOUT_S:
                 say(f"not healthy after {STARTUP_TIMEOUT_S}s; see the logs in {logs}")
