@@ -18,7 +18,7 @@ from api import errors
 from api.middleware import BodyLimit, RequestContext
 from api.actions_app import create_actions_app
 from api.routes import (accounts, admin, agent, agent_stream, agents, chat, demo, faq, health, messages,
-                        sessions, stats)
+                        pages, sessions, stats)
 from assistant import runtime
 from assistant.rasa_client import RasaClient
 from core import logs
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     app.add_middleware(RequestContext)
     for router in (health.router, faq.router, chat.router, messages.router, admin.router,
                    accounts.router, sessions.router, agents.router, demo.router,
-                   agent.router, agent_stream.router, stats.router):
+                   agent.router, agent_stream.router, stats.router, pages.router):
         app.include_router(router)
     return app
 

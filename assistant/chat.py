@@ -106,6 +106,7 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     if len(cleaned) > max_chars:
         lang = lang_hint or language_signal(cleaned[:200]) or "zh"
         messages = [{"text": fixed_text("too_long", lang), "buttons": []}]
+        meta["lang"] = lang
         return ChatResult(localise(messages, lang), meta)
     signal = lang_hint or language_signal(cleaned)
 
@@ -131,6 +132,7 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     if ticket is not None and not meta.get("ticket_id"):
         meta["ticket_id"] = ticket.id
     meta["handoff"] = bool(meta.get("handoff") or meta.get("ticket_id"))
+    meta["lang"] = lang          # the widget's interface follows the conversation's language
     ids = await asyncio.to_thread(_log_turn, conversation_id, None if hotline.user_logged else bot_text,
                                   messages, meta)
     for message, message_id in zip(messages, ids):

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # skips them); signing in as one without the admin token (/api/v1/demo/sessions) needs HC_DEMO=1.
     demo_accounts: bool = True
     demo: bool = False
+    # Origins (e.g. "https://www.fujian.gov.cn") that may frame the widget's page, besides this one.
+    widget_frame_origins: list[str] = []
 
     # --- the hotline hand-off (tickets/, delivery/) ---
     # When people answer (Beijing time, "HH:MM-HH:MM"; every day): outside them the bot says when

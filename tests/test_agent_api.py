@@ -223,7 +223,8 @@ def test_resolve_tells_the_user_and_the_bot_is_back(client, agents):
     resp = client.post(url, json={"resolution": "已为您提交姓名更正,预计1个工作日内生效。"}, headers=bearer(a))
     assert resp.status_code == 200 and resp.json()["status"] == "resolved"
     assert resp.json()["resolution"] == "已为您提交姓名更正,预计1个工作日内生效。"
-    (notice,) = delivery.messages_after("web:c1", senders=("system",))
+    claimed, notice = delivery.messages_after("web:c1", senders=("system",))
+    assert claimed.text.startswith("人工客服已接入")
     assert "已为您提交姓名更正" in notice.text
     assert [x["payload"] for x in notice.buttons] == [
         f'/rate_ticket{{"ticket_id":"{view.id}","score":{s}}}' for s in (3, 2, 1)]
@@ -320,3 +321,66 @@ def test_no_raw_personal_data_in_any_response_or_stored_row(client, agents, db):
         assert value not in turns, value
     # The only raw value that leaves: the audited reveal.
     assert client.post(f"/api/v1/agent/tickets/{view.id}/reveal-phone", headers=a).json() == {"phone": CALLBACK}
+
+
+# --- what the pages need (web/agent, web/widget) ---------------------------------------------------
+def test_me_names_the_agent_of_the_token(client, agents):
+    resp = client.get("/api/v1/agent/me", headers=bearer(agents[1]))
+    assert resp.status_code == 200 and resp.json()["name"] == "坐席二" and isinstance(resp.json()["id"], int)
+    assert client.get("/api/v1/agent/me").status_code == 401
+    assert client.get("/api/v1/agent/me", headers=bearer(accounts.create_session("u1")[0])).status_code == 401
+
+
+def test_claim_tells_the_user_a_person_joined_and_names_the_holder_by_id(client, agents):
+    view = handoff()
+    zh = client.post(f"/api/v1/agent/tickets/{view.id}/claim", headers=bearer(agents[0])).json()
+    me = client.get("/api/v1/agent/me", headers=bearer(agents[0])).json()
+    assert zh["claimed_by_id"] == me["id"]
+    (notice,) = delivery.messages_after("web:c1", senders=("system",))
+    assert notice.text == f"人工客服已接入(工单{view.id}),请直接在这里说明您的问题。"
+    assert notice.ticket_id == view.id
+    # Claiming again (the holder) says nothing twice.
+    client.post(f"/api/v1/agent/tickets/{view.id}/claim", headers=bearer(agents[0]))
+    assert len(delivery.messages_after("web:c1", senders=("system",))) == 1
+    en = handoff("web:en", lang="en", said=("I need a person",))
+    client.post(f"/api/v1/agent/tickets/{en.id}/claim", headers=bearer(agents[1]))
+    (notice,) = delivery.messages_after("web:en", senders=("system",))
+    assert notice.text.startswith(f"An agent has joined (ticket {en.id})")
+
+
+def test_detail_has_a_masked_account_summary_and_none_when_anonymous(client, agents, db):
+    accounts.put_account("u1", Account.model_validate(DOCUMENT))
+    view = handoff("api:user:u1", user_id="u1")
+    body = client.get(f"/api/v1/agent/tickets/{view.id}", headers=bearer(agents[0])).json()
+    lines = {line["label"]: line["value"] for line in body["account"]}
+    assert lines["姓名"] == "林**"
+    assert lines["证件"] == "居民身份证 3501**********1234"
+    assert lines["手机"] == "138****8000"
+    assert lines["实名等级"] == "L4" and lines["健康码"].startswith("橙码 (隔离)")
+    assert lines["人脸核验"] == "最近 1 次 失败 1 次,最近一次:活体检测未通过"
+    assert lines["家人申领"] == "父母 林**"
+    assert not any(v in json.dumps(body, ensure_ascii=False) for v in RAW_PII)
+    with db.connect() as conn:   # the agent's look at the account is audited
+        purposes = [r[0] for r in conn.execute(text("SELECT purpose FROM account_reads WHERE actor LIKE 'agent:%'"))]
+    assert "ticket_summary" in purposes
+    anonymous = handoff("web:anon")
+    assert client.get(f"/api/v1/agent/tickets/{anonymous.id}", headers=bearer(agents[0])).json()["account"] is None
+
+
+def test_handoff_state_for_the_widget_follows_the_ticket(client, agents):
+    state = lambda: client.get("/api/v1/chat/handoff", params={"sender": "w1"}).json()["ticket"]  # noqa: E731
+    assert state() is None
+    view = handoff("anon:w1")
+    first = state()
+    assert first["id"] == view.id and first["status"] == "open" and first["queue"]["position"] == 1
+    assert first["rating_pending"] is False
+    client.post(f"/api/v1/agent/tickets/{view.id}/claim", headers=bearer(agents[0]))
+    assert state()["status"] == "claimed" and state()["queue"] is None
+    client.post(f"/api/v1/agent/tickets/{view.id}/resolve", json={"resolution": "好了"}, headers=bearer(agents[0]))
+    assert state() == {"id": view.id, "status": "resolved", "queue": None, "rating_pending": True}
+    service.rate(view.id, 3)
+    assert state()["rating_pending"] is False
+    # Another user's token names another conversation: it never sees this ticket.
+    other = accounts.create_session("u2")[0]
+    assert client.get("/api/v1/chat/handoff", params={"sender": "w1"}, headers=bearer(other)).json() == {"ticket": None}
+    assert client.get("/api/v1/chat/handoff", params={"sender": "w1"}, headers=bearer("bogus")).status_code == 401

@@ -121,7 +121,9 @@ def test_the_hand_off_loop(stack):
     reader.join(30)
     assert got and got[0]["from"] == "agent" and "客服" in got[0]["text"]
     feed = api.get("/api/v1/chat/messages", params={"sender": sender, "after": cursor}, headers=bearer(token)).json()
-    assert [m["from"] for m in feed["messages"]] == ["agent"]
+    # 人工客服已接入 (the claim's notice), then the agent's words.
+    assert [m["from"] for m in feed["messages"]] == ["system", "agent"]
+    assert feed["messages"][0]["text"].startswith("人工客服已接入") and feed["messages"][0]["ticket_id"] == ticket_id
     # Another user, or nobody, never sees this conversation's messages.
     other = api.post("/api/v1/admin/sessions", json={"user_id": "someone-else"}, headers=bearer(ADMIN)).json()["token"]
     assert api.get("/api/v1/chat/messages", params={"sender": sender}, headers=bearer(other)).json()["messages"] == []

@@ -295,7 +295,8 @@ def test_agent_message_reaches_the_conversation(db, clock, agents):
     clock.advance(minutes=3)
     service.agent_message(view.id, a, "还在吗?")
     assert service.get(view.id).first_response_at == at_beijing(1, 10, 3)      # set once
-    got = delivery.messages_after("web:c1")
+    notice, *got = delivery.messages_after("web:c1")
+    assert (notice.sender, notice.ticket_id) == ("system", view.id)     # 人工客服已接入, at the claim
     assert [(m.sender, m.ticket_id) for m in got] == [("agent", view.id), ("agent", view.id)]
     assert got[0].id == sent["message_id"] and got[0].text == sent["text"]
 
@@ -308,10 +309,11 @@ def test_resolve_tells_the_user_and_asks_for_a_rating(db, clock, agents, lang, t
     service.claim(view.id, a)
     with pytest.raises(service.NotHolder):
         service.resolve(view.id, b, "不是我的")
-    assert delivery.messages_after("web:c1") == []         # a refused resolve says nothing
+    assert [m.sender for m in delivery.messages_after("web:c1")] == ["system"]  # a refused resolve says nothing
     done = service.resolve(view.id, a, "已为您提交姓名更正")
     assert done.status == "resolved" and done.resolution == "已为您提交姓名更正" and done.resolved_at
-    (msg,) = delivery.messages_after("web:c1")
+    claimed, msg = delivery.messages_after("web:c1")
+    assert claimed.sender == "system" and view.id in claimed.text      # 人工客服已接入, at the claim
     # In the conversation's script: a delivered notice passes no reply path that would convert it.
     resolution = "已爲您提交姓名更正" if lang == "zh-hant" else "已为您提交姓名更正"
     assert msg.sender == "system" and resolution in msg.text and view.id in msg.text

@@ -233,6 +233,7 @@ class TicketView:
             "summary": self.summary,
             "channel": self.channel,
             "claimed_by": self.claimed_by_name,
+            "claimed_by_id": self.claimed_by,
             "lang": self.lang,
             "awaiting_contact": self.awaiting_contact,
             "has_callback_phone": self.has_callback_phone,
@@ -482,6 +483,18 @@ def open_for(conversation_id: str) -> TicketView | None:
         return None if row is None else _view_of(session, row)
 
 
+def latest_for(conversation_id: str) -> TicketView | None:
+    """The conversation's current ticket, or else its most recent one (resolved): what the
+    user's widget shows as the hand-off state."""
+    if not conversation_id:
+        return None
+    with sessions()() as session:
+        row = session.scalars(select(Ticket).where(Ticket.conversation_id == conversation_id)
+                              .order_by(case((Ticket.open_key.is_not(None), 0), else_=1),
+                                        Ticket.created_at.desc()).limit(1)).first()
+        return None if row is None else _view_of(session, row)
+
+
 def get(ticket_id: str) -> TicketView:
     with sessions()() as session:
         row = session.get(Ticket, ticket_id)
@@ -623,6 +636,9 @@ def claim(ticket_id: str, agent: AgentIdentity) -> TicketView:
                 applied={"status": ["open", "claimed"], "claimed_by": [None, agent.id]})
         view = _view_of(session, row)
     _after_commit("claimed", ticket_id, agent.actor)
+    # The user learns at once that a person is there (every channel: the same delivery path).
+    [notice] = localise([{"text": texts.text("claimed", view.lang, ticket_id=ticket_id), "buttons": []}], view.lang)
+    _deliver(view.conversation_id, "system", notice["text"], ticket_id=ticket_id)
     return view
 
 
@@ -775,8 +791,26 @@ def detail(ticket_id: str, agent: AgentIdentity) -> dict:
     suggestions = assist.suggestions([m["text"] for m in lines if m["from"] == "user"],
                                      list(view.findings), view.lang)
     return {**view.public(), "transcript": lines, "findings": findings, "suggestions": suggestions,
+            "account": _account_summary(view, agent),
             "notes": notes, "history": [{k: e[k] for k in ("id", "kind", "actor", "at", "changes")}
                                         for e in events]}
+
+
+def _account_summary(view: TicketView, agent: AgentIdentity) -> list[dict] | None:
+    """The masked summary of the ticket's account (an audited read by this agent); None for an
+    anonymous ticket, or when the account source cannot answer (the panel says so)."""
+    from accounts import service as accounts
+    from tickets import account_summary
+
+    if not view.user_id:
+        return None
+    try:
+        account = accounts.read_account_for(view.user_id, conversation_id=view.conversation_id,
+                                            actor=agent.actor, purpose="ticket_summary")
+    except Exception as exc:
+        log.warning("ticket without account summary", extra={"fields": {"error": type(exc).__name__}})
+        return None
+    return account_summary.summary(account)
 
 
 def _agent_names_for_actors(actors: set[str]) -> dict[str, str]:

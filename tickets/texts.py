@@ -13,6 +13,10 @@ RATING_TITLES: dict[str, dict[int, str]] = {
 }
 
 TEXTS: dict[str, dict[str, str]] = {
+    "claimed": {
+        "zh": "人工客服已接入(工单{ticket_id}),请直接在这里说明您的问题。",
+        "en": "An agent has joined (ticket {ticket_id}). Please describe your problem here.",
+    },
     "resolved": {
         "zh": "您的工单{ticket_id}已处理完毕:{resolution}",
         "en": "Your ticket {ticket_id} has been resolved: {resolution}",

@@ -65,6 +65,7 @@ class TicketPublic(BaseModel):
     summary: str
     channel: str
     claimed_by: str | None
+    claimed_by_id: int | None = None
     lang: str
     awaiting_contact: bool
     has_callback_phone: bool
@@ -117,7 +118,19 @@ class EventPublic(BaseModel):
     changes: dict[str, Any]
 
 
+class AccountLinePublic(BaseModel):
+    label: str
+    value: str
+
+
+class AgentPublic(BaseModel):
+    id: int
+    name: str
+
+
 class TicketDetailPublic(TicketPublic):
+    account: list[AccountLinePublic] | None = Field(
+        None, description="masked account summary (null: anonymous, or the source did not answer)")
     transcript: list[TranscriptLinePublic]
     findings: list[FindingPublic]
     suggestions: list[SuggestionPublic]
@@ -151,6 +164,12 @@ def _detail(raw: dict) -> TicketDetailPublic:
 
 
 # --- routes -------------------------------------------------------------------------------------
+@router.get("/me", response_model=AgentPublic, responses=errors(401, 503))
+async def me(agent: CurrentAgent):
+    """The agent this token belongs to (the panel's sign-in check)."""
+    return AgentPublic(id=agent.id, name=agent.name)
+
+
 @router.get("/tickets", response_model=TicketListPublic, responses=errors(401, 422, 503))
 async def list_tickets(agent: CurrentAgent,
                        status: Literal["open", "claimed", "resolved", ""] | None = None,

@@ -79,6 +79,18 @@ class MessagesOut(BaseModel):
     cursor: str
 
 
+class HandoffTicketOut(BaseModel):
+    id: str
+    status: str = Field(description="open | claimed | resolved")
+    rating_pending: bool = Field(description="resolved and not rated yet: the satisfaction question stands")
+    queue: dict[str, Any] | None = Field(None, description="while open: position (1 = next), expected_wait_s, "
+                                                           "in_hours, opens_at")
+
+
+class HandoffOut(BaseModel):
+    ticket: HandoffTicketOut | None
+
+
 class StreamTicketIn(BaseModel):
     sender: str = Field(min_length=1, max_length=128)
 
@@ -163,6 +175,25 @@ async def messages(sender: Sender, user_id: CurrentUser,
         views = await asyncio.to_thread(delivery.messages_after, conversation_id, cursor, limit)
         next_cursor = views[-1].id if views else str(cursor)
     return {"messages": [v.as_dict() for v in views], "cursor": next_cursor}
+
+
+@router.get("/handoff", response_model=HandoffOut, responses={**ERR_401, **ERR_422, **ERR_503})
+async def handoff(sender: Sender, user_id: CurrentUser):
+    """The conversation's hand-off state for the widget's banner: its open ticket (waiting or
+    with an agent), or else its last one, or null when it never went to the hotline."""
+    from tickets import service as tickets
+
+    conversation_id = rasa_sender(sender, user_id)
+
+    def state() -> dict:
+        view = tickets.latest_for(conversation_id)
+        if view is None:
+            return {"ticket": None}
+        queue = tickets.queue_place(view.id).as_dict() if view.status == "open" else None
+        return {"ticket": {"id": view.id, "status": view.status, "queue": queue,
+                           "rating_pending": view.status == "resolved" and view.satisfaction is None}}
+
+    return await asyncio.to_thread(state)
 
 
 @router.post("/stream-ticket", response_model=StreamTicketOut, responses=errors(400, 401, 422, 503))
