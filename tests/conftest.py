@@ -21,3 +21,6 @@ os.environ.setdefault("HC_DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='h
 os.environ.setdefault("HC_DATA_KEY", "dGVzdC1kYXRhLWtleS10ZXN0LWRhdGEta2V5LTMyYj0=")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# The browser tests' shared fixtures (one real stack per session, Chromium per module).
+from tests._browser_fixtures import browser, new_context, web_stack  # noqa: E402,F401

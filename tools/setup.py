@@ -158,6 +158,22 @@ def app_venv(cache: Path) -> Path:
     return venv
 
 
+# --- Chromium for the browser tests ----------------------------------------------------------------
+def ensure_chromium() -> None:
+    """Debian's Chromium, which Playwright drives (it never downloads a browser of its own)."""
+    # Chinese text needs a CJK font, or the screenshots show boxes.
+    cjk = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout.strip() \
+        if shutil.which("fc-list") else ""
+    missing = [p for p, ok in (("chromium", shutil.which("chromium")), ("fonts-noto-cjk", cjk)) if not ok]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"[setup] missing for the browser tests: run `sudo apt-get install {' '.join(missing)}` and retry")
+    with step(f"apt-get install {' '.join(missing)}"):
+        run(["apt-get", "update", "-q"])
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing])
+
+
 # --- Python 3.10/3.9 Rasa virtualenv -------------------------------------------------------------
 
 def find_rasa_python(app: Path) -> str:
@@ -298,7 +314,7 @@ def rasa_model(cache: Path, rasa: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", action="append", default=[],
-                        help="skip a stage (rasa, model, index) — for quick partial set-ups")
+                        help="skip a stage (rasa, model, index, browser) — for quick partial set-ups")
     args = parser.parse_args()
     if sys.version_info[:2] != (3, 11):
         sys.exit(f"[setup] run me with Python 3.11 (this is {sys.version.split()[0]})")
@@ -309,6 +325,8 @@ def main() -> None:
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         app = app_venv(cache)
+        if "browser" not in args.skip:
+            ensure_chromium()
         artefacts: dict[str, str] = {"app_venv": str(app)}
         if "rasa" not in args.skip:
             rasa = rasa_venv(cache, app)
