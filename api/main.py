@@ -95,6 +95,11 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"], max_age=600)
     app.add_middleware(RequestContext)
     for router in (health.router, faq.router, chat.router, messages.router, admin.router,
                    accounts.router, sessions.router, agents.router, demo.router,

@@ -164,4 +164,6 @@ def _log_turn(conversation_id: str, user_text: str | None, messages: list[dict[s
     rows += [delivery.NewMessage("bot", m["text"], m.get("buttons") or (), ticket_id, turn_meta if i == 0 else None)
              for i, m in enumerate(messages)]
     views = delivery.append_many(conversation_id, rows)     # one transaction for the whole turn
+    # The conversation's other tabs and devices see the turn now, not at their next re-read.
+    delivery.publish(delivery.conversation_topic(conversation_id))
     return [v.id for v in views if v.sender == "bot"]

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     demo: bool = False
     # Origins (e.g. "https://www.fujian.gov.cn") that may frame the widget's page, besides this one.
     widget_frame_origins: list[str] = []
+    # Origins whose pages may call the API from a browser (a site embedding the widget with
+    # data-api pointing here); none by default: same origin only.
+    cors_origins: list[str] = []
 
     # --- the hotline hand-off (tickets/, delivery/) ---
     # When people answer (Beijing time, "HH:MM-HH:MM"; every day): outside them the bot says when

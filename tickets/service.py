@@ -706,7 +706,6 @@ def resolve(ticket_id: str, agent: AgentIdentity, resolution: str) -> TicketView
     # a delivered message for it).
     [notice] = localise([{"text": texts.resolution_message(ticket_id, masked, row.lang),
                           "buttons": texts.rating_buttons(ticket_id, row.lang)}], row.lang)
-    _deliver(row.conversation_id, "system", notice["text"], notice["buttons"], ticket_id=ticket_id)
     now = utcnow()
     with sessions().begin() as session:
         row = _locked(session, ticket_id, now)
@@ -717,6 +716,9 @@ def resolve(ticket_id: str, agent: AgentIdentity, resolution: str) -> TicketView
             "first_response_at": row.first_response_at or now})
         view = _view_of(session, row)
     _after_commit("resolved", ticket_id, agent.actor)
+    # Told after the status has changed: a client that re-reads the hand-off state on this
+    # message sees "resolved" (and a resolve that lost a race tells the user nothing).
+    _deliver(view.conversation_id, "system", notice["text"], notice["buttons"], ticket_id=ticket_id)
     return view
 
 

@@ -202,6 +202,11 @@ def main() -> None:
                 handoff = handoff_round_trip(base)
                 print(f"[bench] handoff round trip: {json.dumps(handoff)}", flush=True)
                 rows.append({"mode": mode, "handoff": handoff})
+                from tools import bench_pages
+
+                pages = {**bench_pages.widget_size(), **bench_pages.render_times(base)}
+                print(f"[bench] widget: {json.dumps(pages, ensure_ascii=False)}", flush=True)
+                rows.append({"mode": mode, "widget": pages})
             rows.append({"mode": mode, "startup_s": round(startup_s, 1), "rss_mb": round(rss)})
     print("\n| mode | endpoint | questions | clients | p50 ms | p95 ms | req/s | errors |")
     print("|---|---|---|---|---|---|---|---|")
@@ -214,6 +219,12 @@ def main() -> None:
             h = r["handoff"]
             print(f"| hand-off round trip (agent message → user's SSE stream) | n {h['n']} | arrived {h['arrived']} "
                   f"| p50 {h['p50_ms']} ms | p95 {h['p95_ms']} ms |")
+    for r in rows:
+        if "widget" in r:
+            w = r["widget"]
+            print(f"| widget (widget.js + widget.css) | {w['bytes']} bytes | {w['gzip_bytes']} gzip "
+                  f"| first message rendered p50 {w.get('first_message_p50_ms')} ms (max {w.get('first_message_max_ms')}) "
+                  f"| question → answer rendered p50 {w.get('answer_rendered_p50_ms')} ms |")
     print(index_summary())
     for r in rows:
         if "startup_s" in r:

@@ -102,6 +102,8 @@ def main() -> int:
                 say(f"ready in {time.monotonic() - t0:.1f}s")
                 say(f"API      {base}   (docs: {base}/docs)")
                 say(f"health   {base}/healthz")
+                say(f"widget   {base}/widget   (the citizens' chat; demo sign-in with HC_DEMO=1)")
+                say(f"agents   {base}/agent    (sign in with a token from POST /api/v1/admin/agents)")
                 # Encoded: the server refuses raw UTF-8 in a request line.
                 say(f"try:     curl -s -G --data-urlencode 'q=健康码可以截图吗' {base}/api/v1/faq/search")
                 say("Ctrl-C stops everything")

@@ -46,10 +46,14 @@ def headers(page: str, request: Request, html: bool) -> dict[str, str]:
     return out
 
 
+MAX_NAME = 64       # the pages' files have short names; a longer one is not theirs (nor a valid path)
+
+
 def _file(page: str, name: str) -> Path:
-    path = (WEB / page / name)
-    if (not name or "/" in name or "\\" in name or name.startswith(".")
-            or path.suffix not in TYPES or not path.is_file()):
+    if not name or len(name) > MAX_NAME or "/" in name or "\\" in name or name.startswith("."):
+        raise ApiError(404, "not_found", "no such file")
+    path = WEB / page / name
+    if path.suffix not in TYPES or not path.is_file():
         raise ApiError(404, "not_found", "no such file")
     return path
 
