@@ -147,6 +147,9 @@ def test_an_agent_on_instance_a_reaches_the_users_stream_on_instance_b(two_insta
             assert on_a.post(f"/api/v1/agent/tickets/{ticket.id}/claim", headers=bearer(agent_token)).status_code == 200
             [claimed] = agents_b.take(1, timeout=3)
             assert claimed["kind"] == "claimed" and claimed["ticket_id"] == ticket.id
+            # The claim's notice to the user (人工客服已接入), delivered on A, reaches B's stream.
+            [notice] = user_b.take(1, timeout=3)
+            assert notice["from"] == "system" and notice["ticket_id"] == ticket.id
 
             started = time.monotonic()
             r = on_a.post(f"/api/v1/agent/tickets/{ticket.id}/messages", json={"text": "您好,我是客服"},
