@@ -1,0 +1,1 @@
+"""The channels that push (WeChat, Alipay): their protocols, the durable inbox, the links to accounts."""
