@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Integer, MetaData, String, Text, false
+from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Integer, MetaData, String, Text,
+                        UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints and indexes, so later migrations (and SQLite batch mode) can refer to them.
@@ -218,3 +219,58 @@ class OutboxRow(Base):
     next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     last_error: Mapped[str | None] = mapped_column(String(200))
+
+
+# --- channels that push (channels/) --------------------------------------------------------------
+INBOX_STATUSES = ("pending", "done")
+
+
+class ChannelInbox(Base):
+    """A message a channel pushed (WeChat, Alipay), stored before the platform is told `success`:
+    a restart or a second instance picks it up, and the unique (channel, dedupe_key) makes the
+    platform's retries of the same push no-ops. The payload (what the user typed) is sealed
+    (core.sealing) while pending and cleared once handled."""
+    __tablename__ = "channel_inbox"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'done')", name="status"),
+        UniqueConstraint("channel", "dedupe_key", name="uq_channel_inbox_dedupe"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    conversation_id: Mapped[str] = mapped_column(String(255), index=True)
+    payload: Mapped[dict | None] = mapped_column(JSON)          # sealed {"text", "kind", ...}
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(64))    # answered, failed_politely, ... (no content)
+
+
+class ChannelLink(Base):
+    """A channel's user (WeChat openid, Alipay user id) bound to an account: that user signed in
+    (stands in for the 闽政通 account binding). One account per external id."""
+    __tablename__ = "channel_links"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_channel_links_external"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class ChannelLinkEvent(Base):
+    """The audit of links: who linked or unlinked which external id to which account, when."""
+    __tablename__ = "channel_link_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))            # linked | unlinked | replaced
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
