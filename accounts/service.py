@@ -152,6 +152,14 @@ def create_session(user_id: str, *, ttl_s: float | None = None) -> tuple[str, da
     return token, expires_at
 
 
+def create_anonymous_session(*, ttl_s: float | None = None) -> tuple[str, datetime]:
+    """A token that signs in nobody (a channel user without a linked account)."""
+    ttl = ttl_s if ttl_s is not None else settings().session_ttl_s
+    token, expires_at = tokens.create_session(sessions(), "", ttl_s=ttl, anonymous=True)
+    log_event(log, "session_created", user=None, expires_at=expires_at.isoformat())
+    return token, expires_at
+
+
 def user_for_token(token: str | None) -> str | None:
     return tokens.resolve(sessions(), token)
 

@@ -35,10 +35,18 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# The user id of a session that signs in nobody: a channel user with no linked account (Alipay
+# mini-program sign-in) gets a token all the same, and /api/v1/chat treats it as anonymous.
+ANONYMOUS = ""
+
+
 def create_session(sessions: sessionmaker[Session], user_id: str, *, ttl_s: float,
-                   now: datetime | None = None) -> tuple[str, datetime]:
-    """A new session token for user_id (shown once) and when it expires."""
-    if not user_id:
+                   now: datetime | None = None, anonymous: bool = False) -> tuple[str, datetime]:
+    """A new session token for user_id (shown once) and when it expires; anonymous=True: a
+    token for nobody (user_id ANONYMOUS)."""
+    if anonymous:
+        user_id = ANONYMOUS
+    elif not user_id:
         raise ValueError("user_id is required")
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive")

@@ -70,7 +70,8 @@ def current_user(request: Request) -> str | None:
     user_id = accounts.user_for_token(token)
     if user_id is None:
         raise ApiError(401, "invalid_token", "unknown or expired session token")
-    return user_id
+    # A live token that signs in nobody (accounts.sessions.ANONYMOUS): anonymous, not refused.
+    return user_id or None
 
 
 def require_agent(request: Request) -> AgentIdentity:

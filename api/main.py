@@ -17,8 +17,8 @@ from accounts import service as accounts_service
 from api import errors
 from api.middleware import BodyLimit, RequestContext
 from api.actions_app import create_actions_app
-from api.routes import (accounts, admin, agent, agent_stream, agents, chat, demo, faq, health, messages,
-                        pages, sessions, stats)
+from api.routes import (accounts, admin, agent, agent_stream, agents, channels, chat, demo, faq, health,
+                        messages, pages, sessions, stats)
 from assistant import runtime
 from assistant.rasa_client import RasaClient
 from core import logs
@@ -74,6 +74,11 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
         # The hotline webhook's outbox relay: only when HC_HOTLINE_WEBHOOK_URL is set.
         forwarding.use_settings(settings)
         app.state.forwarding_relay = await asyncio.to_thread(forwarding.start, settings)
+        # WeChat / Alipay: platform clients, delivery senders, the inbox worker (each channel off
+        # until its credentials are set).
+        from channels import runtime as channel_runtime
+
+        app.state.channels = channel_runtime.start(settings, lambda: app.state.rasa)
         if settings.demo_accounts and settings.account_source == "builtin":
             from accounts import demo
             from assistant.diagnose import china_today
@@ -81,6 +86,7 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
             loaded = await asyncio.to_thread(demo.load, china_today())
             logs.log_event(log, "demo_accounts_loaded", count=len(loaded))
         yield
+        await channel_runtime.stop(app.state.channels)
         delivery.release_broker(app.state.broker)
         await app.state.broker.close()
         await asyncio.to_thread(forwarding.stop, app.state.forwarding_relay)   # before the pool goes
@@ -103,7 +109,8 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     app.add_middleware(RequestContext)
     for router in (health.router, faq.router, chat.router, messages.router, admin.router,
                    accounts.router, sessions.router, agents.router, demo.router,
-                   agent.router, agent_stream.router, stats.router, pages.router):
+                   agent.router, agent_stream.router, stats.router, pages.router,
+                   *channels.routers):
         app.include_router(router)
     return app
 

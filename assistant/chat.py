@@ -28,6 +28,9 @@ class EmptyText(ValueError):
 class ChatResult:
     messages: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
+    # The replies as stored in the conversation's log (delivery.MessageView): what a channel
+    # that pushes sends through delivery.dispatch.
+    logged: list[Any] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"messages": self.messages, "meta": self.meta}
@@ -94,8 +97,10 @@ def _shape(turn_messages: list[dict[str, Any]], meta: dict[str, Any]) -> list[di
 
 async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | None = None,
                    max_chars: int = 2000, lang_hint: str | None = None,
-                   names: tuple[str, ...] = (), channel: str = "api") -> ChatResult:
-    """names: the signed-in user's own personal strings (names, ID numbers) to mask in the text."""
+                   names: tuple[str, ...] = (), channel: str = "api",
+                   conversation_id: str | None = None) -> ChatResult:
+    """names: the signed-in user's own personal strings (names, ID numbers) to mask in the text.
+    conversation_id: a channel's own namespaced id (channels.identity); else rasa_sender's."""
     started = time.perf_counter()
     # Only a bounded head is cleaned: the length check comes before any per-character work on
     # the whole text (the body-size limit bounds it too).
@@ -114,7 +119,7 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     # before Rasa stores the turn in its tracker and its log. Button payloads ("/intent{...}")
     # too: anyone can type one, with anything inside.
     bot_text = mask_text(cleaned, names)
-    conversation_id = rasa_sender(sender, user_id)
+    conversation_id = conversation_id or rasa_sender(sender, user_id)
     hotline = await asyncio.to_thread(_before_bot, conversation_id, user_id, channel, cleaned, bot_text, signal)
     ticket = hotline.ticket
     if hotline.handled is not None:
@@ -133,8 +138,9 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
         meta["ticket_id"] = ticket.id
     meta["handoff"] = bool(meta.get("handoff") or meta.get("ticket_id"))
     meta["lang"] = lang          # the widget's interface follows the conversation's language
-    ids = await asyncio.to_thread(_log_turn, conversation_id, None if hotline.user_logged else bot_text,
-                                  messages, meta)
+    logged = await asyncio.to_thread(_log_turn, conversation_id, None if hotline.user_logged else bot_text,
+                                     messages, meta)
+    ids = [v.id for v in logged]
     for message, message_id in zip(messages, ids):
         message["id"] = message_id
     if ids:
@@ -142,7 +148,7 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     log_event(log, "chat_turn", sender=conversation_ref(conversation_id), lang=lang, intent=meta.get("intent"),
               faq_id=meta.get("faq_id"), decision=meta.get("decision"), ticket=meta.get("ticket_id"),
               ms=round((time.perf_counter() - started) * 1000, 1))
-    return ChatResult(messages, meta)
+    return ChatResult(messages, meta, logged)
 
 
 def _before_bot(conversation_id: str, user_id: str | None, channel: str, cleaned: str, masked: str,
@@ -154,7 +160,7 @@ def _before_bot(conversation_id: str, user_id: str | None, channel: str, cleaned
 
 
 def _log_turn(conversation_id: str, user_text: str | None, messages: list[dict[str, Any]],
-              meta: dict[str, Any]) -> list[str]:
+              meta: dict[str, Any]) -> list[delivery.MessageView]:
     """The turn in the conversation's message log (what the agent's transcript and the user's
     history show): the user's masked text, then each reply; the ids of the replies."""
     ticket_id = meta.get("ticket_id")
@@ -166,4 +172,4 @@ def _log_turn(conversation_id: str, user_text: str | None, messages: list[dict[s
     views = delivery.append_many(conversation_id, rows)     # one transaction for the whole turn
     # The conversation's other tabs and devices see the turn now, not at their next re-read.
     delivery.publish(delivery.conversation_topic(conversation_id))
-    return [v.id for v in views if v.sender == "bot"]
+    return [v for v in views if v.sender == "bot"]

@@ -27,6 +27,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": f"Sorry, the system is busy and cannot handle your question right now. Please try again "
               f"shortly; if it is urgent, call the hotline {HOTLINE}.",
     },
+    # A channel push that is not text (image, voice, video, location…): the bot reads text only.
+    "text_only": {
+        "zh": f"抱歉,我目前只能看懂文字。请直接输入您的问题,例如“健康码可以截图吗”;急事请拨打客服热线{HOTLINE}。",
+        "en": f"Sorry, I can only read text. Please type your question, e.g. \"Can I use a screenshot of "
+              f"my health code?\"; if it is urgent, call the hotline {HOTLINE}.",
+    },
     "feedback_thanks_yes": {"zh": "感谢您的反馈!", "en": "Thanks for your feedback!"},
     "feedback_thanks_no": {
         "zh": f"感谢反馈,我们会改进这个回答。如需人工帮助,请拨打客服热线{HOTLINE}。",

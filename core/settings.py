@@ -87,6 +87,31 @@ class Settings(BaseSettings):
     # SSE: a ping this often keeps proxies from closing an idle stream.
     sse_ping_s: float = 15.0
 
+    # --- the channels that push (channels/); each is off until its credentials are set ---
+    # WeChat (mini-program customer-service messages, official-account messages).
+    wechat_token: str | None = None
+    wechat_aes_key: str | None = None          # the 43-character EncodingAESKey (safe/compatible mode)
+    wechat_appid: str | None = None
+    wechat_appsecret: str | None = None
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_max_age_s: int = 300                # refuse pushes whose timestamp is older (0: no check)
+    # Alipay (mini-program sign-in, 生活号 message gateway).
+    alipay_app_id: str | None = None
+    alipay_private_key: str | None = None      # the app's RSA private key (PEM): signs gateway calls
+    alipay_public_key: str | None = None       # Alipay's public key (PEM): verifies what Alipay sends
+    alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
+    channel_timeout_s: float = 5.0             # each call to a platform's API
+    # A pushed message the bot could not answer (down, slow) for this long gets an apology.
+    channel_give_up_s: float = 60.0
+
+    @property
+    def wechat_enabled(self) -> bool:
+        return bool(self.wechat_token and self.wechat_appid)
+
+    @property
+    def alipay_enabled(self) -> bool:
+        return bool(self.alipay_app_id and self.alipay_private_key and self.alipay_public_key)
+
     def sqlite_url(self) -> str:
         return f"sqlite:///{self.var_dir / 'hc.db'}"
 

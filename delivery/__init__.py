@@ -7,6 +7,8 @@ every turn, through one function (DESIGN.md "Channels, hand-off and delivery").
     deliver(conversation_id, sender, text, buttons=(), ticket_id=None) -> MessageView
         append, then publish it to whatever listens (the SSE streams), then call the push
         senders registered for the conversation's channel; view.undelivered says if one failed
+    dispatch(conversation_id, views) -> list[MessageView]
+        the same for messages already appended (a channel turn's replies, logged with the turn)
     messages_after(conversation_id, after=None, limit=100, senders=("bot", "agent", "system"))
         -> list[MessageView]          oldest first, id > after; senders=None: user turns too
     recent(conversation_id, limit=50) -> list[MessageView]     oldest first, user turns included
@@ -109,11 +111,21 @@ def deliver(conversation_id: str, sender: str, text: str, buttons: Sequence[dict
             ticket_id: str | None = None) -> MessageView:
     """Append the message to the conversation's log, wake its streams, push it on its channel."""
     view = append(conversation_id, sender, text, buttons, ticket_id)
+    return dispatch(conversation_id, [view])[0]
+
+
+def dispatch(conversation_id: str, views: Sequence[MessageView]) -> list[MessageView]:
+    """Messages already in the log (a channel turn's replies, logged with the turn): wake the
+    conversation's streams and push each on its channel, in order. A message a sender could not
+    push comes back marked undelivered (and the rest are still tried: each stands alone)."""
     publish(conversation_topic(conversation_id))
     with _senders_lock:
         any_senders = any(_senders.values())
-    if any_senders:
-        channel = _channel_of(conversation_id)
+    if not any_senders or not views:
+        return list(views)
+    channel = _channel_of(conversation_id)
+    out = []
+    for view in views:
         for fn in _senders_for(channel):
             try:
                 fn(conversation_id, view)
@@ -122,14 +134,15 @@ def deliver(conversation_id: str, sender: str, text: str, buttons: Sequence[dict
                 log_event(log, "message_undelivered", channel=channel, reason=view.undelivered,
                           conversation=conversation_ref(conversation_id), message=view.id)
                 break
-    return view
+        out.append(view)
+    return out
 
 
 __all__ = [
     "AGENTS_TOPIC", "Broker", "DELIVERED_SENDERS", "MemoryBroker", "MessageView", "RedisBroker",
     "NewMessage", "SENDERS", "Sender", "Subscription", "SubscriptionDropped", "Undeliverable", "append",
     "append_many",
-    "broker_from_url", "configure", "conversation_topic", "current_broker", "deliver", "last_id",
+    "broker_from_url", "configure", "conversation_topic", "current_broker", "deliver", "dispatch", "last_id",
     "mark_undelivered", "messages_after", "publish", "recent", "register_sender", "release_broker",
     "sessions", "subscribe", "unregister_sender", "use_broker",
 ]
