@@ -5,7 +5,10 @@
     read_account_for("demo-0001", conversation_id=sender,  # every read leaves an audit row;
                      actor="bot", purpose="diagnosis")     # None when the source has no account
     token, expires_at = create_session("demo-0001")        # admin: stands in for the channel login
+    issued = issue_session("demo-0001")                    # the same, with its public .token_id
     user_for_token(token)                                  # the chat route: token → user_id | None
+    user_sessions(user_id) / revoke_session(token_id) / revoke_user_sessions(user_id)
+    revoke_agent(agent_id)                                 # its token refused, its tickets back in the queue
 
 The database is the process's shared one (store.default_sessions) and the account source is
 chosen by settings (HC_ACCOUNT_SOURCE), both on first use; `configure()` points the service
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -145,23 +149,63 @@ def personal_strings(account: Account | None) -> tuple[str, ...]:
 
 
 # --- sessions and agents ------------------------------------------------------------------------
-def create_session(user_id: str, *, ttl_s: float | None = None) -> tuple[str, datetime]:
+def issue_session(user_id: str, *, ttl_s: float | None = None) -> tokens.IssuedSession:
+    """A new session for user_id: .token (shown once), .token_id (public), .expires_at."""
     ttl = ttl_s if ttl_s is not None else settings().session_ttl_s
-    token, expires_at = tokens.create_session(sessions(), user_id, ttl_s=ttl)
-    log_event(log, "session_created", user=user_ref(user_id), expires_at=expires_at.isoformat())
-    return token, expires_at
+    issued = tokens.issue_session(sessions(), user_id, ttl_s=ttl)
+    log_event(log, "session_created", user=user_ref(user_id), session=issued.token_id,
+              expires_at=issued.expires_at.isoformat())
+    return issued
+
+
+def create_session(user_id: str, *, ttl_s: float | None = None) -> tuple[str, datetime]:
+    issued = issue_session(user_id, ttl_s=ttl_s)
+    return issued.token, issued.expires_at
 
 
 def create_anonymous_session(*, ttl_s: float | None = None) -> tuple[str, datetime]:
     """A token that signs in nobody (a channel user without a linked account)."""
     ttl = ttl_s if ttl_s is not None else settings().session_ttl_s
-    token, expires_at = tokens.create_session(sessions(), "", ttl_s=ttl, anonymous=True)
-    log_event(log, "session_created", user=None, expires_at=expires_at.isoformat())
-    return token, expires_at
+    issued = tokens.issue_session(sessions(), "", ttl_s=ttl, anonymous=True)
+    log_event(log, "session_created", user=None, session=issued.token_id,
+              expires_at=issued.expires_at.isoformat())
+    return issued.token, issued.expires_at
 
 
 def user_for_token(token: str | None) -> str | None:
     return tokens.resolve(sessions(), token)
+
+
+def session_for_token(token: str | None) -> tokens.SessionInfo | None:
+    """The live session of a token (its public token_id among others), None when not live."""
+    return tokens.session_for_token(sessions(), token)
+
+
+def session_live(token_id: str | None) -> bool:
+    """Whether the session with this public id still signs its user in (for streams to re-check)."""
+    return tokens.session_live(sessions(), token_id)
+
+
+def user_sessions(user_id: str) -> list[tokens.SessionInfo]:
+    """The user's live sessions (token_id, created_at, expires_at), oldest first."""
+    return tokens.live_sessions(sessions(), user_id)
+
+
+def revoke_session(token_id: str, *, actor: str = "admin") -> tokens.SessionInfo | None:
+    """Revoke one session by its public id; None when no live session has it."""
+    info = tokens.revoke_session(sessions(), token_id)
+    if info is not None:
+        log_event(log, "session_revoked", session=info.token_id,
+                  user=user_ref(info.user_id) if info.user_id else None, by=actor)
+    return info
+
+
+def revoke_user_sessions(user_id: str, *, actor: str = "admin") -> int:
+    """Revoke every session of the user; how many live ones there were."""
+    revoked = tokens.revoke_user_sessions(sessions(), user_id)
+    log_event(log, "user_sessions_revoked", user=user_ref(user_id), count=len(revoked),
+              sessions=[info.token_id for info in revoked], by=actor)
+    return len(revoked)
 
 
 def create_agent(name: str) -> tuple[int, str]:
@@ -172,3 +216,49 @@ def create_agent(name: str) -> tuple[int, str]:
 
 def agent_for_token(token: str | None) -> tokens.AgentIdentity | None:
     return tokens.resolve_agent(sessions(), token)
+
+
+def agent_active(agent_id: int) -> bool:
+    """Whether this agent's token still works (for streams to re-check)."""
+    return tokens.agent_active(sessions(), agent_id)
+
+
+@dataclass(frozen=True)
+class _OnBehalfOf(tokens.AgentIdentity):
+    """The revoked agent's identity (so the ticket service sees its holder), acting as `by`."""
+    by: str = "admin"
+
+    @property
+    def actor(self) -> str:
+        return self.by
+
+
+def revoke_agent(agent_id: int, *, actor: str = "admin") -> bool:
+    """Revoke the agent's token (refused from the next request on) and give the tickets it held
+    back to the queue, so no conversation stays with an agent who cannot answer. False when there
+    is no such agent, or it is revoked already."""
+    agent = tokens.revoke_agent(sessions(), agent_id)
+    if agent is None:
+        return False
+    released = _release_tickets_of(agent, actor)
+    log_event(log, "agent_revoked", agent_id=agent.id, released=released, by=actor)
+    return True
+
+
+def _release_tickets_of(agent: tokens.AgentIdentity, actor: str) -> list[str]:
+    from sqlalchemy import select
+
+    from store.models import Ticket
+    from tickets import service as tickets
+
+    with tickets.sessions()() as session:
+        held = session.scalars(select(Ticket.id).where(Ticket.claimed_by == agent.id,
+                                                       Ticket.status == "claimed")).all()
+    released = []
+    for ticket_id in held:
+        try:
+            tickets.unclaim(ticket_id, _OnBehalfOf(agent.id, agent.name, by=actor))
+        except tickets.TicketError:
+            continue                  # resolved or handed on meanwhile: nothing to give back
+        released.append(ticket_id)
+    return released

@@ -82,23 +82,29 @@ class AccountRow(Base):
 
 
 class UserSession(Base):
-    """A user session token, stored only as its SHA-256: a copy of this table signs nobody in."""
+    """A user session token, stored only as its SHA-256: a copy of this table signs nobody in.
+
+    `token_id` is the session's public name (random, not derived from the token): what an admin
+    lists and revokes, and what log lines carry. Revoking deletes the row."""
     __tablename__ = "user_sessions"
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
     user_id: Mapped[str] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class Agent(Base):
-    """A hotline agent's bearer token (hashed) for the agent routes."""
+    """A hotline agent's bearer token (hashed) for the agent routes. A revoked agent keeps its row
+    (tickets name it) with `revoked_at` set, and its token no longer resolves."""
     __tablename__ = "agents"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AccountRead(Base):
