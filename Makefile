@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 DEV_SET ?= ../shared/eval/faq_dev.jsonl
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-py test-rasa eval bench lint clean
+.PHONY: help setup run run-scaled test test-py test-rasa eval bench fuzz soak lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,15 @@ eval: setup  ## FAQ accuracy on the dev set, per language; charts in reports/eva
 
 bench: setup  ## latency of search and chat at 1 and 16 clients, full vs BM25-only
 	$(PY) -m tools.bench
+
+run-scaled: setup  ## two app instances and two Rasa servers on PostgreSQL + Redis behind nginx
+	@$(PY) -m tools.run_scaled
+
+fuzz: setup  ## schemathesis against a running stack (all checks, stateful, fixed seed); pii_scan after
+	$(PY) -m tools.fuzz
+
+soak: setup  ## 200 concurrent conversations for 5 minutes on the scaled stack; figures into reports/
+	$(PY) -m tools.soak
 
 clean:  ## remove this clone's links and run state (the shared cache stays)
 	rm -rf .venv .venv-rasa var

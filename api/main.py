@@ -14,8 +14,9 @@ from fastapi import FastAPI
 import delivery
 import store
 from accounts import service as accounts_service
-from api import errors
-from api.middleware import BodyLimit, RequestContext
+from api import errors, openapi
+from api.middleware import BodyLimit, RequestContext, SecurityHeaders
+from api.ratelimit import RateLimit, RateLimiter
 from api.actions_app import create_actions_app
 from api.routes import (accounts, admin, agent, agent_stream, agents, channels, chat, demo, faq, health,
                         messages, pages, sessions, stats)
@@ -96,16 +97,26 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
         if task and not task.done():
             task.cancel()
         await app.state.rasa.close()
+        await app.state.ratelimiter.close()
 
     app = FastAPI(title="八闽健康码 Assistant API", version="1.0", lifespan=lifespan)
     app.state.settings = settings
+    # Per address / per channel in RateLimit below; per conversation in POST /api/v1/chat.
+    app.state.ratelimiter = RateLimiter(settings)
     errors.install(app)
+    openapi.install(app)
+    # Outermost last: RequestContext (request id, access log) → SecurityHeaders → CORS (so a
+    # 429 or 413 reaches a cross-origin page readable) → RateLimit (before any body is read)
+    # → BodyLimit → the routes.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimit, limiter=app.state.ratelimiter)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"], max_age=600)
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                           expose_headers=["Retry-After", "X-Request-ID"], max_age=600)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext)
     for router in (health.router, faq.router, chat.router, messages.router, admin.router,
                    accounts.router, sessions.router, agents.router, demo.router,
@@ -132,8 +143,11 @@ async def serve(settings: Settings) -> None:
         raise RuntimeError("HC_INTERNAL_TOKEN must be set: it is the action webhook's secret")
     servers = [
         # SSE streams stay open: shutdown gives them 5 s, not forever.
+        # proxy_headers off: uvicorn would take X-Forwarded-For from any loopback peer; the client
+        # address is api.ratelimit.client_address's to decide (HC_TRUSTED_PROXIES).
         Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                              log_config=None, access_log=False, timeout_graceful_shutdown=5)),
+                              log_config=None, access_log=False, timeout_graceful_shutdown=5,
+                              proxy_headers=False)),
         Server(uvicorn.Config(create_actions_app(settings), host="127.0.0.1",
                               port=settings.actions_port, log_config=None, access_log=False)),
     ]
@@ -153,9 +167,62 @@ async def serve(settings: Settings) -> None:
         task.result()
 
 
+SECRET_SETTINGS = ("admin_token", "internal_token", "data_key", "wechat_token", "wechat_aes_key",
+                   "wechat_appsecret", "alipay_private_key", "hotline_webhook_secret", "account_upstream_token")
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The configured secrets as they could appear in a log line: whole, line by line (a PEM
+    key), and the passwords inside HC_DATABASE_URL / HC_REDIS_URL."""
+    from urllib.parse import urlsplit
+
+    out: list[str] = []
+    for name in SECRET_SETTINGS:
+        value = getattr(settings, name, None)
+        if value:
+            out += [value, *(line.strip() for line in str(value).splitlines() if len(line.strip()) >= 16)]
+    for url in (settings.database_url, settings.redis_url):
+        try:
+            password = urlsplit(url).password if url else None
+        except ValueError:
+            password = None
+        if password:
+            out.append(password)
+    return sorted({v for v in out if len(v) >= 6}, key=len, reverse=True)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Wraps the JSON formatter: a configured secret (and its JSON-escaped form) never leaves in a
+    log line, whatever an exception or a third-party library put into the record."""
+
+    def __init__(self, inner: logging.Formatter, secrets_: list[str]):
+        super().__init__()
+        self.inner = inner
+        import json
+
+        self.pairs = [(v, "[redacted]") for v in secrets_] + \
+                     [(json.dumps(v)[1:-1], "[redacted]") for v in secrets_ if json.dumps(v)[1:-1] != v]
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.inner.format(record)
+        for secret, mask in self.pairs:
+            if secret in line:
+                line = line.replace(secret, mask)
+        return line
+
+
+def redact_logs(settings: Settings) -> None:
+    secrets_ = secret_values(settings)
+    for handler in logging.getLogger().handlers:
+        if secrets_ and not isinstance(handler.formatter, RedactingFormatter):
+            handler.setFormatter(RedactingFormatter(handler.formatter or logging.Formatter(), secrets_))
+
+
 def main() -> None:
     logs.configure()
-    asyncio.run(serve(get_settings()))
+    settings = get_settings()
+    redact_logs(settings)
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

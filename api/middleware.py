@@ -1,5 +1,5 @@
 """Request id + one structured access-log line per request (paths only: no query text, no bodies),
-and the body-size limit."""
+the security headers every response carries, and the body-size limit."""
 from __future__ import annotations
 
 import json
@@ -42,6 +42,39 @@ class RequestContext:
             log_event(log, "request", method=scope.get("method"), path=scope.get("path"),
                       status=status["code"], ms=round((time.perf_counter() - started) * 1000, 1))
             request_id_var.reset(token)
+
+
+NO_STORE_PREFIXES = ("/api/", "/channels/")
+_BASE_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
+
+
+class SecurityHeaders:
+    """`X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer` on every response (the
+    pages set their own CSP and frame rules: kept as they are), and `Cache-Control: no-store` on
+    every API answer: chat turns, histories, tickets, accounts, tokens and even a FAQ search
+    (it echoes the question) may carry personal data, and no browser or proxy cache may keep them.
+    A response that chose its own Cache-Control (the pages, the event streams) keeps it."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        no_store = (scope.get("path") or "").startswith(NO_STORE_PREFIXES)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {name.lower() for name, _ in headers}
+                headers += [(k, v) for k, v in _BASE_HEADERS if k not in present]
+                if no_store and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodyLimit:

@@ -55,6 +55,24 @@ class Settings(BaseSettings):
     # are at most ~12 KB of JSON; an account document is a few KB.
     max_body_bytes: int = 256 * 1024
 
+    # --- rate limits (api/ratelimit.py; the `limits` library, moving windows) ---
+    # Each is a `limits` expression, several joined by ";" ("120/minute;20/second"). Counted in
+    # Redis (HC_REDIS_URL) so every instance shares them, else in the process's memory; a Redis
+    # outage lets requests through (logged once) rather than taking the API down.
+    rate_limit_enabled: bool = True
+    # Per client address, on every /api route: a person chatting sends a few requests a turn.
+    rate_limit: str = "120/minute"
+    # Per conversation (the signed-in user's namespaced sender) on POST /api/v1/chat.
+    rate_limit_conversation: str = "30/minute"
+    # Per source address on the platforms' push routes (/channels/wechat, /channels/alipay):
+    # WeChat retries a push three times and many users' pushes come from its few servers.
+    rate_limit_channel: str = "600/minute"
+    # Addresses (or networks, "10.0.0.0/8") of the reverse proxies whose X-Forwarded-For is
+    # believed; from any other peer the header is ignored and the peer is the client.
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    # Prefix of the limiter's keys in Redis (several deployments, or tests, on one Redis).
+    rate_limit_key_prefix: str = "hc-rl"
+
     # Account state: the built-in store (the app's database), or the upstream platform's API
     # (GET {url}/accounts/{user_id}, bearer token). Sessions, agents and the audit stay built-in.
     account_source: Literal["builtin", "http"] = "builtin"

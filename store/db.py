@@ -40,6 +40,16 @@ def get_engine(settings: Settings | None = None, *, url: str | URL | None = None
         return _sqlite_engine(url, **kwargs)
     # pre_ping: a PostgreSQL restart (or an idle timeout on a proxy) leaves dead pooled connections.
     kwargs.setdefault("pool_pre_ping", True)
+    if url.get_backend_name() == "postgresql":
+        # A server that accepts but never answers (a partition, a hung proxy) must cost a request a
+        # few seconds and a 503, not a worker thread forever: libpq has no connect timeout by
+        # default, and keepalives find a dead peer under an idle pooled connection.
+        kwargs.setdefault("pool_timeout", 10)
+        args = kwargs.setdefault("connect_args", {})
+        args.setdefault("connect_timeout", 5)
+        for key, value in (("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10),
+                           ("keepalives_count", 3)):
+            args.setdefault(key, value)
     return create_engine(url, **kwargs)
 
 

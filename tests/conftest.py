@@ -19,6 +19,10 @@ if _ARTIFACTS.exists():
 os.environ.setdefault("HC_DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='hc-test-')}/hc.db")
 # A fixed data key (core/sealing.py) so tests never write a key file into the working copy.
 os.environ.setdefault("HC_DATA_KEY", "dGVzdC1kYXRhLWtleS10ZXN0LWRhdGEta2V5LTMyYj0=")
+# Rate limits (api/ratelimit.py) off for the suite: tests drive hundreds of requests from one
+# address and one conversation, in-process and through the stacks they start (which inherit this).
+# tests/test_ratelimit.py and tools.fuzz turn them on explicitly.
+os.environ.setdefault("HC_RATE_LIMIT_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

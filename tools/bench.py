@@ -186,7 +186,9 @@ def main() -> None:
     rows = []
     for mode in args.modes.split(","):
         with tempfile.TemporaryDirectory(prefix=f"hc-bench-{mode}-") as tmp, \
-                running_stack(Path(tmp), {"HC_RETRIEVAL_MODE": mode, "HC_ADMIN_TOKEN": BENCH_ADMIN}) \
+                running_stack(Path(tmp), {"HC_RETRIEVAL_MODE": mode, "HC_ADMIN_TOKEN": BENCH_ADMIN,
+                                          # one address, thousands of requests: measured, not limited
+                                          "HC_RATE_LIMIT_ENABLED": "0"}) \
                 as (base, startup_s, pid):
             rss = process_tree_rss_mb(pid)
             print(f"[bench] mode={mode}: healthy after {startup_s:.1f}s, RSS of all processes {rss:.0f} MB",

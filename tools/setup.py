@@ -174,6 +174,43 @@ def ensure_chromium() -> None:
         run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing])
 
 
+# --- nginx for the scaled stack (`make run-scaled`, `make soak`) -----------------------------------
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                          if Path(p).exists()), None)
+
+
+def ensure_nginx() -> None:
+    """Debian's nginx, which tools/run_scaled.py runs as its own child with its own config and
+    port: the system service is never started nor enabled."""
+    if nginx_binary():
+        return
+    if os.geteuid() != 0:
+        sys.exit("[setup] nginx is missing for the scaled stack: run `sudo apt-get install nginx-light` and retry")
+    with step("apt-get install nginx-light"):
+        # The package's postinst would start the system nginx on port 80: a policy-rc.d answering
+        # 101 ("not allowed") keeps it stopped, as Debian's container images do.
+        policy = Path("/usr/sbin/policy-rc.d")
+        ours = not policy.exists()
+        if ours:
+            policy.write_text("#!/bin/sh\n# tools/setup.py: no service start while installing nginx\nexit 101\n")
+            policy.chmod(0o755)
+        try:
+            run(["apt-get", "update", "-q"])
+            try:
+                run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx-light"])
+            except subprocess.CalledProcessError:    # a release without the -light flavour
+                run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx"])
+        finally:
+            if ours:
+                policy.unlink(missing_ok=True)
+        # The package enables nginx.service; disabling works without a running systemd too
+        # (it only removes the symlink), and stops it where systemd runs.
+        if shutil.which("systemctl"):
+            now = ["--now"] if Path("/run/systemd/system").is_dir() else []
+            subprocess.run(["systemctl", "disable", *now, "nginx"], capture_output=True)
+
+
 # --- Python 3.10/3.9 Rasa virtualenv -------------------------------------------------------------
 
 def find_rasa_python(app: Path) -> str:
@@ -314,7 +351,7 @@ def rasa_model(cache: Path, rasa: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", action="append", default=[],
-                        help="skip a stage (rasa, model, index, browser) — for quick partial set-ups")
+                        help="skip a stage (rasa, model, index, browser, nginx) — for quick partial set-ups")
     args = parser.parse_args()
     if sys.version_info[:2] != (3, 11):
         sys.exit(f"[setup] run me with Python 3.11 (this is {sys.version.split()[0]})")
@@ -327,6 +364,8 @@ def main() -> None:
         app = app_venv(cache)
         if "browser" not in args.skip:
             ensure_chromium()
+        if "nginx" not in args.skip:
+            ensure_nginx()
         artefacts: dict[str, str] = {"app_venv": str(app)}
         if "rasa" not in args.skip:
             rasa = rasa_venv(cache, app)

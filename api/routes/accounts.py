@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
 
 from accounts import service as accounts
 from accounts.source import ReadOnlySource, SourceUnavailable
 from api.deps import require_admin
 from api.errors import ApiError, error_body
-from diagnosis.account import AccountInvalid, parse_account
+from api.openapi import body_schema
+from diagnosis.account import Account, error_messages
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -27,7 +29,25 @@ def invalid_account(messages: list[str]) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
-@router.post("/accounts/{user_id}")
+ACCOUNT_BODY = body_schema(
+    "AccountDocument", Account, prefix="Account",
+    description="The account document (shared/CONTRACT.md). Every field is optional and unknown ones are kept; "
+                "`user_id`, when given, must be the path's; a quarantine's `end` is not before its `start`.")
+
+
+class AccountStored(BaseModel):
+    user_id: str
+    updated_at: str
+
+
+class AccountView(BaseModel):
+    user_id: str
+    account: dict[str, Any] = Field(description="the stored document, personal values masked")
+
+
+@router.post("/accounts/{user_id}", response_model=AccountStored, openapi_extra=ACCOUNT_BODY,
+             responses={409: {"description": "the account source is read-only (`read_only_source`)"},
+                        422: {"description": "an invalid account document (`invalid_account`, with `errors`)"}})
 async def put_account(user_id: UserId, request: Request):
     """Create or replace the user's account document (shared/CONTRACT.md) → {user_id, updated_at}."""
     raw = await request.body()
@@ -40,9 +60,11 @@ async def put_account(user_id: UserId, request: Request):
     if not isinstance(data, dict):
         return invalid_account(["document: must be a JSON object"])
     try:
-        account = parse_account(data)
-    except AccountInvalid as exc:
-        return invalid_account(exc.messages)
+        # Strict JSON types, as the schema (/openapi.json AccountDocument) says them: "true" is
+        # not a boolean nor 1 a string here; dates and times as ISO 8601 strings.
+        account = Account.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        return invalid_account(error_messages(exc))
     if account.user_id is None:
         account.user_id = user_id            # the path names the user; the stored document says so too
     elif account.user_id != user_id:
@@ -54,7 +76,8 @@ async def put_account(user_id: UserId, request: Request):
     return {"user_id": user_id, "updated_at": updated_at.isoformat()}
 
 
-@router.get("/accounts/{user_id}")
+@router.get("/accounts/{user_id}", response_model=AccountView,
+            responses={404: {"description": "no account for this user_id (`not_found`)"}})
 async def get_account(user_id: UserId):
     """The stored document, every key kept, only the non-personal values in clear
     (Account.masked_document: diagnosis.account.ADMIN_VIEW); the read is audited."""

@@ -20,7 +20,29 @@ class ReloadRequest(BaseModel):
     index_dir: str | None = Field(default=None, max_length=1000)
 
 
-@router.get("/kb")
+class KbOut(BaseModel):
+    kb_version: str
+    entries: int
+
+
+class ReloadOut(BaseModel):
+    status: str                          # "ok"
+    kb_version: str
+    previous_kb_version: str | None
+    entries: int
+    index_dir: str | None = Field(description="the index now serving (null: BM25 only)")
+    built: bool = Field(description="true when this reload encoded the KB itself")
+    seconds: float
+
+
+RELOAD_ERRORS = {
+    409: {"description": "another reload is running (`reload_in_progress`), or no index can be made or used "
+                         "from this KB or `index_dir` (`reload_failed`); the current index keeps serving"},
+    422: {"description": "a malformed KB (`kb_invalid`, with `line`), or an invalid body"},
+}
+
+
+@router.get("/kb", response_model=KbOut)
 async def kb_status():
     """The KB version and size the app is answering from."""
     if not runtime.ready():
@@ -29,7 +51,7 @@ async def kb_status():
     return {"kb_version": kb.version, "entries": len(kb.entries)}
 
 
-@router.post("/kb/reload")
+@router.post("/kb/reload", response_model=ReloadOut, responses=RELOAD_ERRORS)
 async def reload_kb(settings: SettingsDep, body: ReloadRequest | None = None):
     """Re-read kb/faq_zh.md, rebuild (or find) its index and swap it in without a restart.
 

@@ -9,27 +9,26 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from api.deps import CurrentAgent
-from api.errors import ApiError
+from api.errors import ApiError, ErrorResponse
+from api.openapi import NOT_BLANK
 from tickets import service
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
 
 TicketId = Annotated[str, Path(max_length=32)]
 AgentText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                             max_length=service.MAX_TEXT_CHARS)]
+                                             max_length=service.MAX_TEXT_CHARS),
+                      WithJsonSchema({"type": "string", "minLength": 1, "maxLength": service.MAX_TEXT_CHARS,
+                                      "pattern": NOT_BLANK,
+                                      "description": "1–2000 characters once surrounding white space is "
+                                                     "stripped"})]
 
 
 # --- schemas ------------------------------------------------------------------------------------
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorPublic(BaseModel):
-    error: ErrorDetail
+ErrorPublic = ErrorResponse      # the one error shape (api.errors), declared once in /openapi.json
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 
 import delivery
 from api.deps import CurrentAgent, SettingsDep, require_agent
 from api.errors import ApiError
-from api.routes.messages import (ERR_401, ERR_422, ERR_503, StreamTicketOut, event_source,
-                                 resume_cursor)
+from api.openapi import SSE_EVENT
+from api.routes.messages import (ERR_401, ERR_422, ERR_503, Cursor, LastEventId, StreamTicketOut,
+                                 event_source, resume_cursor)
 from api.sse import EventStream, app_broker
 from delivery import stream_tickets
 
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
 AGENT_STREAM_RESPONSES = {
     200: {"description": "server-sent events: `id` = ticket event id, `data` = {id, ticket_id, kind, at, "
                          "actor, ticket[, text]}; `: ping` comments every HC_SSE_PING_S",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          "content": {"text/event-stream": {"schema": SSE_EVENT}}},
     **ERR_401, **ERR_422, **ERR_503,
 }
 
@@ -42,10 +43,9 @@ async def agent_stream_ticket(agent: CurrentAgent, settings: SettingsDep):
 
 
 @router.get("/stream", response_class=EventStream, responses=AGENT_STREAM_RESPONSES)
-async def agent_stream(request: Request, settings: SettingsDep,
-                       after: Annotated[str | None, Query(max_length=32)] = None,
+async def agent_stream(request: Request, settings: SettingsDep, after: Cursor = None,
                        stream_ticket: Annotated[str | None, Query(max_length=stream_tickets.MAX_TICKET_CHARS)] = None,
-                       last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None):
+                       last_event_id: LastEventId = None):
     """Ticket events as they happen, after `Last-Event-ID` (a reconnect) or `after`; with
     neither, only new ones."""
     from tickets import service as tickets

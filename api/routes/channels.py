@@ -18,20 +18,15 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
+from api import openapi
 from api.deps import SettingsDep, require_admin
-from api.errors import ApiError
+from api.errors import ApiError, ErrorResponse
 from channels import identity, links
 
 router = APIRouter(tags=["channels"])
 
 
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
+ErrorOut = ErrorResponse         # the one error shape (api.errors), declared once in /openapi.json
 
 
 _WHAT = {400: "A body or field that does not parse (`bad_body`, `bad_ciphertext`, …).",
@@ -62,8 +57,44 @@ def _wechat_on(settings) -> None:
         raise ApiError(404, "channel_off", "WeChat is not configured (HC_WECHAT_TOKEN, HC_WECHAT_APPID)")
 
 
-@router.get("/channels/wechat", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}, "description": "echostr, as sent"},
+def _wechat_signed(settings, query) -> None:
+    """The URL's `signature` (over the token, `timestamp` and `nonce`; WeChat sends it in every
+    mode) and the timestamp's age, checked before a byte of the body is parsed: 401 without
+    it, 403 when it does not match or is stale. Safe mode's msg_signature is checked after."""
+    from channels.wechat import service
+
+    try:
+        service._check(query.get("signature"), settings.wechat_token, query.get("timestamp"), query.get("nonce"))
+        service._fresh(settings, query.get("timestamp"))
+    except service.PushRefused as exc:
+        raise _refused(exc) from None
+
+
+def _query(name: str, description: str, required: bool = True, **schema) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": {"type": "string", "maxLength": 256, **schema}}
+
+
+WECHAT_SIGNED = [_query("signature", "sha1 of the sorted token, timestamp and nonce (hex)"),
+                 _query("timestamp", "seconds since the epoch, as WeChat sent it", pattern="^[0-9]{1,12}$"),
+                 _query("nonce", "WeChat's random string")]
+WECHAT_VERIFY = {"parameters": [*WECHAT_SIGNED, _query("echostr", "answered as is when the signature matches")]}
+WECHAT_PUSH = {
+    "parameters": [*WECHAT_SIGNED,
+                   _query("openid", "the sender's openid (official accounts)", required=False),
+                   _query("encrypt_type", "`aes` in safe mode", required=False, enum=["aes", "raw"]),
+                   _query("msg_signature", "safe mode: sha1 over token, timestamp, nonce and the ciphertext",
+                          required=False)],
+    "requestBody": {"required": True, "description": "the push as WeChat sends it (XML, or JSON for a "
+                                                     "mini-program set to JSON); safe mode: the `Encrypt` envelope",
+                    "content": {"text/xml": {"schema": {"type": "string"}},
+                                "application/json": {"schema": {"type": "object"}}}},
+}
+
+
+@router.get("/channels/wechat", response_class=PlainTextResponse, openapi_extra=WECHAT_VERIFY,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "echostr, as sent"},
                        **errors(400, 401, 403, 404)})
 async def wechat_verify(request: Request, settings: SettingsDep):
     """WeChat's server URL check (signature over token, timestamp, nonce)."""
@@ -76,8 +107,9 @@ async def wechat_verify(request: Request, settings: SettingsDep):
         raise _refused(exc) from None
 
 
-@router.post("/channels/wechat", response_class=PlainTextResponse,
-             responses={200: {"content": {"text/plain": {}}, "description": "`success`"},
+@router.post("/channels/wechat", response_class=PlainTextResponse, openapi_extra=WECHAT_PUSH,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "`success`"},
                         **errors(400, 401, 403, 404, 413, 503)})
 async def wechat_push(request: Request, settings: SettingsDep):
     """A push (XML or JSON; plaintext, compatible or safe mode). Stored, then `success`; the
@@ -87,6 +119,7 @@ async def wechat_push(request: Request, settings: SettingsDep):
     from channels.wechat.messages import MAX_BODY_BYTES
 
     _wechat_on(settings)
+    _wechat_signed(settings, request.query_params)
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:     # a push is a few hundred bytes; read no further
         raise ApiError(413, "body_too_large", f"a push is at most {MAX_BODY_BYTES} bytes")
@@ -106,8 +139,27 @@ def _alipay_on(settings) -> None:
         raise ApiError(404, "channel_off", "Alipay is not configured (HC_ALIPAY_APP_ID, keys)")
 
 
-@router.post("/channels/alipay",
-             responses={200: {"content": {"text/xml": {}}, "description": "the signed answer Alipay expects"},
+ALIPAY_NOTIFY = {"requestBody": {
+    "required": True,
+    "description": "the gateway's form fields, RSA2-signed (every field but `sign`), in the form's `charset`",
+    "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object",
+        "properties": {"service": {"type": "string", "enum": ["alipay.service.check",
+                                                              "alipay.mobile.public.message.notify"]},
+                       "sign": {"type": "string", "maxLength": 1024},
+                       "sign_type": {"type": "string", "enum": ["RSA2"]},
+                       "charset": {"type": "string", "enum": ["GBK", "UTF-8"]},
+                       "app_id": {"type": "string", "maxLength": 128},
+                       # Characters, well inside the byte limits (64 KiB of biz_content, 160 KiB of
+                       # form) however each is encoded: a message's XML is a few hundred bytes.
+                       "biz_content": {"type": "string", "maxLength": 8192}},
+        "required": ["service", "sign", "sign_type", "charset"],
+        "additionalProperties": False}}}}}
+
+
+@router.post("/channels/alipay", openapi_extra=ALIPAY_NOTIFY,
+             responses={200: {"content": {"text/xml": {"schema": {"type": "string"}}},
+                              "description": "the signed answer Alipay expects"},
                         **errors(400, 401, 403, 404, 413, 503)})
 async def alipay_notify(request: Request, settings: SettingsDep):
     """生活号 gateway notifications (form fields, RSA2): `alipay.service.check` and messages."""
@@ -143,6 +195,16 @@ class AlipaySessionOut(BaseModel):
     token: str
     signed_in: bool
     expires_at: str
+
+
+# The mini-program's code exchange is an OAuth 2.0 authorization-code token endpoint: an auth code
+# that Alipay does not know (made up, used, expired) is refused with 400 `auth_code_invalid`.
+openapi.EXTRA_SECURITY["alipayAuthCode"] = {
+    "type": "oauth2",
+    "description": "Alipay mini-program sign-in: `my.getAuthCode` gives a code, POST /api/v1/channels/alipay/session "
+                   "exchanges it for a user session token (a bearer token for /api/v1/chat)",
+    "flows": {"authorizationCode": {"authorizationUrl": "https://openauth.alipay.com/oauth2/publicAppAuthorize.htm",
+                                    "tokenUrl": "/api/v1/channels/alipay/session", "scopes": {}}}}
 
 
 @router.post("/api/v1/channels/alipay/session", response_model=AlipaySessionOut,

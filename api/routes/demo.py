@@ -13,12 +13,26 @@ class DemoSignIn(BaseModel):
     user_id: str = Field(min_length=1, max_length=128)
 
 
+class DemoAccountOut(BaseModel):
+    user_id: str
+    label: str
+
+
+class DemoAccountsOut(BaseModel):
+    accounts: list[DemoAccountOut]
+
+
+class DemoSessionOut(BaseModel):
+    token: str
+    expires_at: str
+
+
 def _require_demo(request: Request) -> None:
     if not request.app.state.settings.demo:
         raise ApiError(404, "not_found", "demo mode is off (set HC_DEMO=1)")
 
 
-@router.get("/accounts", responses={404: {"description": "demo mode is off"}})
+@router.get("/accounts", response_model=DemoAccountsOut, responses={404: {"description": "demo mode is off"}})
 async def demo_accounts(request: Request):
     """The demo accounts you can chat as (those the store holds as demo), with what each one shows."""
     _require_demo(request)
@@ -30,7 +44,7 @@ async def demo_accounts(request: Request):
     return {"accounts": await run_in_threadpool(listed)}
 
 
-@router.post("/sessions", responses={403: {"description": "not a demo account (not_a_demo_account)"},
+@router.post("/sessions", response_model=DemoSessionOut, responses={403: {"description": "not a demo account (not_a_demo_account)"},
                                      404: {"description": "demo mode is off"}})
 async def demo_session(body: DemoSignIn, request: Request):
     """A session token for one of the demo accounts; any other account, whatever its id, → 403."""

@@ -2,16 +2,37 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from api.errors import ApiError
+from api.openapi import VISIBLE_TEXT
 from assistant import faq, runtime
 from retrieval.text import clean
 
 router = APIRouter(prefix="/api/v1/faq", tags=["faq"])
 
 
-@router.get("/search")
-async def search(q: Annotated[str, Query(max_length=2000)] = "", k: Annotated[int, Query(ge=1, le=22)] = 3):
+
+class HitOut(BaseModel):
+    faq_id: str
+    question: str
+    score: float
+
+
+class SearchOut(BaseModel):
+    query: str
+    abstain: bool = Field(description="true when no entry answers the question well enough for the bot to answer it")
+    decision: str = Field(description="answer | clarify | none")
+    kb_version: str
+    results: list[HitOut]
+
+
+Question = Annotated[str, Query(min_length=1, max_length=2000, json_schema_extra={"pattern": VISIBLE_TEXT},
+                                description="the question, in any of the supported languages")]
+
+
+@router.get("/search", response_model=SearchOut)
+async def search(q: Question, k: Annotated[int, Query(ge=1, le=22)] = 3):
     """Best FAQ entries for a question; `abstain` is true when none answers it well enough."""
     query = clean(q)
     if not query:

@@ -1,11 +1,25 @@
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import RasaDep
+from api.errors import error_body
 from assistant import runtime
 
 router = APIRouter(tags=["health"])
+
+
+class ChecksOut(BaseModel):
+    index: bool
+    actions: bool
+    bot: bool
+
+
+class HealthOut(BaseModel):
+    status: str                  # "ok"
+    checks: ChecksOut
+    kb_version: str | None = None
 
 
 async def _actions_ready(request: Request) -> bool:
@@ -20,12 +34,15 @@ async def _actions_ready(request: Request) -> bool:
         return False
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthOut,
+            responses={503: {"description": "starting: `checks` says what is not ready yet (`not_ready`)"}})
 async def healthz(request: Request, rasa: RasaDep):
     """200 only once the index, the action handlers and the Rasa server are all ready."""
     checks = {"index": runtime.ready(), "actions": await _actions_ready(request), "bot": await rasa.ready()}
     ok = all(checks.values())
-    body = {"status": "ok" if ok else "starting", "checks": checks}
-    if ok:
-        body["kb_version"] = runtime.retriever().kb.version
-    return JSONResponse(body, status_code=200 if ok else 503)
+    if not ok:
+        # The error shape every 503 has, with what is still starting.
+        waiting = ", ".join(name for name, ready in checks.items() if not ready)
+        return JSONResponse({"status": "starting", "checks": checks,
+                             **error_body("not_ready", f"starting: {waiting}")}, status_code=503)
+    return {"status": "ok", "checks": checks, "kb_version": runtime.retriever().kb.version}

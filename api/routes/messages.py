@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 
 import delivery
 from api.deps import CurrentUser, SettingsDep, current_user
-from api.errors import ApiError
+from api.errors import ApiError, ErrorResponse
+from api.openapi import SSE_EVENT
 from api.sse import EventStream, app_broker, encode_comment, encode_event, encode_retry, recheck_s
 from assistant.chat import rasa_sender
 from delivery import stream_tickets
@@ -36,13 +37,7 @@ MAX_CURSOR = 2**63 - 1
 Sender = Annotated[str, Query(min_length=1, max_length=128, description="the conversation id chosen by the client (as in /chat)")]
 
 
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
+ErrorOut = ErrorResponse         # the one error shape (api.errors), declared once in /openapi.json
 
 
 _WHAT = {400: "The request body is not valid JSON (`invalid_json`).",
@@ -100,14 +95,24 @@ class StreamTicketOut(BaseModel):
     expires_in: int
 
 
+CURSOR_PATTERN = "^[0-9]{1,19}$"
+# Cursors as the schema says them: decimal digits, at most 19 (what the server takes, exactly).
+Cursor = Annotated[str | None, Query(max_length=32, description="a cursor from an earlier answer",
+                                     json_schema_extra={"anyOf": [{"type": "string", "pattern": CURSOR_PATTERN}]})]
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=32,
+                                           description="the id of the last event received (a reconnect)",
+                                           json_schema_extra={"anyOf": [{"type": "string",
+                                                                         "pattern": "^[0-9]{0,19}$"}]})]
+
+
 def parse_cursor(value: str | None, where: str = "after") -> int | None:
-    """A cursor is a message (or event) id as decimal text; anything else is a 422."""
+    """A cursor is a message (or event) id as decimal text (ASCII digits, at most 19, no spaces);
+    anything else is a 422. One past every id there is (up to 10^19 - 1) simply finds nothing."""
     if value is None:
         return None
-    value = value.strip()
-    if not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > MAX_CURSOR:
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
         raise ApiError(422, "invalid_cursor", f"{where} must be a cursor this API returned")
-    return int(value)
+    return min(int(value), MAX_CURSOR)
 
 
 # --- shared by the user and agent streams ---------------------------------------------------------
@@ -152,7 +157,7 @@ def event_source(broker: Broker, topic: str, fetch: Callable[[int, int], Sequenc
 
 def resume_cursor(last_event_id: str | None, after: str | None) -> int | None:
     """Last-Event-ID (the browser's reconnect) wins over ?after= (the page's own resume)."""
-    if last_event_id is not None and last_event_id.strip():
+    if last_event_id:
         return parse_cursor(last_event_id, "Last-Event-ID")
     return parse_cursor(after)
 
@@ -160,8 +165,7 @@ def resume_cursor(last_event_id: str | None, after: str | None) -> int | None:
 # --- routes ---------------------------------------------------------------------------------------
 @router.get("/messages", response_model=MessagesOut, response_model_by_alias=True,
             response_model_exclude_none=True, responses={**ERR_401, **ERR_422, **ERR_503})
-async def messages(sender: Sender, user_id: CurrentUser,
-                   after: Annotated[str | None, Query(max_length=32, description="a cursor from an earlier answer")] = None,
+async def messages(sender: Sender, user_id: CurrentUser, after: Cursor = None,
                    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = PAGE_LIMIT):
     """What was delivered to the conversation after `after` (bot, agent and system messages),
     or, without `after`, its recent history with the user's own turns as "from": "user".
@@ -208,16 +212,15 @@ async def chat_stream_ticket(body: StreamTicketIn, user_id: CurrentUser, setting
 STREAM_RESPONSES = {
     200: {"description": "server-sent events: `id` = message id, `data` = the message JSON; "
                          "`: ping` comments every HC_SSE_PING_S",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          "content": {"text/event-stream": {"schema": SSE_EVENT}}},
     **ERR_401, **ERR_422, **ERR_503,
 }
 
 
 @router.get("/stream", response_class=EventStream, responses=STREAM_RESPONSES)
-async def chat_stream(request: Request, sender: Sender, settings: SettingsDep,
-                      after: Annotated[str | None, Query(max_length=32)] = None,
+async def chat_stream(request: Request, sender: Sender, settings: SettingsDep, after: Cursor = None,
                       stream_ticket: Annotated[str | None, Query(max_length=stream_tickets.MAX_TICKET_CHARS)] = None,
-                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None):
+                      last_event_id: LastEventId = None):
     """The conversation's bot, agent and system messages as they are delivered.
 
     Starts after `Last-Event-ID` (a reconnect) or `after`; with neither, only new ones.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -14,7 +15,13 @@ from tickets import stats
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
-Bound = Annotated[str | None, Query(max_length=40, description="YYYY-MM-DD (a Beijing day) or an ISO 8601 time")]
+Bound = Annotated[str | None, Query(max_length=40, description="YYYY-MM-DD (a Beijing day) or an ISO 8601 time "
+                                                              "(Beijing time when it names no zone); since < until",
+                                    json_schema_extra={"anyOf": [{"type": "string", "format": "date", "maxLength": 40},
+                                                                 {"type": "string", "format": "date-time",
+                                                                  "maxLength": 40},
+                                                                 {"type": "string", "maxLength": 0,
+                                                                  "description": "empty: the default"}]})]
 
 
 class SpreadPublic(BaseModel):
@@ -57,6 +64,7 @@ async def hotline_stats(since: Bound = None, until: Bound = None):
     [since, until) (default: the last 7 days)."""
     try:
         start, end = stats.period(since, until)
-    except ValueError as exc:
+        start.astimezone(timezone.utc), end.astimezone(timezone.utc)     # year 1 at +08:00 is year 0 in UTC
+    except (ValueError, OverflowError) as exc:
         raise ApiError(422, "invalid_request", f"since/until: {exc}") from None
     return StatsPublic(**await asyncio.to_thread(stats.report, start, end))
