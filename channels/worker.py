@@ -28,7 +28,7 @@ class Handler(Protocol):
 
 class Worker:
     def __init__(self, handlers: dict[str, Handler], *, interval_s: float = 1.0, concurrency: int = 8,
-                 give_up_after_s: float = 60.0, lease_s: float = 60.0, keep_done_s: float = 3 * 86400):
+                 give_up_after_s: float = 60.0, lease_s: float = 30.0, keep_done_s: float = 3 * 86400):
         self.handlers = handlers
         self.interval_s, self.concurrency = interval_s, concurrency
         self.give_up_after_s, self.lease_s, self.keep_done_s = give_up_after_s, lease_s, keep_done_s

@@ -96,7 +96,7 @@ def main() -> int:
                     say(f"agents   {base}/agent    (sign in with a token from POST /api/v1/admin/agents)")
                     # Encoded: the server refuses raw UTF-8 in a request line.
                     say(f"try:     curl -s -G --data-urlencode 'q=健康码可以截图吗' {base}/api/v1/faq/search")
-                    say("a process that dies is restarted; Ctrl-C stops everything")
+                    say("Ctrl-C stops everything")
                 elif time.monotonic() - t0 > STARTUP_TIMEOUT_S:
                     say(f"not healthy after {STARTUP_TIMEOUT_S}s; see the logs in {logs}")
                     return 1
