@@ -217,7 +217,7 @@ def test_session_route(api, db):
     r = client.post("/api/v1/admin/sessions", json={"user_id": "demo-0001"}, headers=admin())
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"token", "expires_at"}
+    assert set(body) == {"token", "token_id", "expires_at"}     # token_id: to revoke it
     assert service.user_for_token(body["token"]) == "demo-0001"
     left = (datetime.fromisoformat(body["expires_at"]) - datetime.now().astimezone()).total_seconds()
     assert 24 * 3600 - 60 < left <= 24 * 3600
