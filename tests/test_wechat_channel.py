@@ -227,9 +227,13 @@ def test_long_answers_are_split_to_fit(tmp_path, fake):
 
     with app(tmp_path, fake, Long()) as client:
         post_json(client, text_push("长"))
-        time.sleep(0.2)
-        sends = wait_sends(fake, 3)
-        assert all(len(s["text"]["content"].encode()) <= 2000 for s in sends)
+        # 7,200 bytes of text: at least 4 pieces; wait for all of them, not for the first few.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "".join(
+                s["text"]["content"] for s in fake.sends()).count("健康码说明") < 400:
+            time.sleep(0.05)
+        sends = fake.sends()
+        assert len(sends) >= 4 and all(len(s["text"]["content"].encode()) <= 2000 for s in sends)
         assert "".join(s["text"]["content"] for s in sends).count("健康码说明") == 400
 
 
