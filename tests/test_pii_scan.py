@@ -46,3 +46,16 @@ def test_floats_are_not_numbers_but_dotted_phones_are(tmp_path):
     assert pii_scan.scan_dir(tmp_path) == []
     (tmp_path / "b.log").write_text("call 138.1234.5678")
     assert len(pii_scan.scan_dir(tmp_path)) == 1
+
+
+def test_a_digest_right_after_a_record_header_byte_is_not_a_number(tmp_path):
+    import hashlib
+
+    # A SHA-256 hex digest with a 15-digit decimal run inside, glued to an alphanumeric byte as a
+    # SQLite record header can be: a hash, not an old ID number.
+    digest = next(d for d in (hashlib.sha256(str(i).encode()).hexdigest() for i in range(200000))
+                  if any(len(run) >= 15 for run in __import__("re").findall(r"\d+", d)))
+    (tmp_path / "hc.db-wal").write_bytes(b"\x00\x01Q" + digest.encode() + b"7\x00")
+    assert pii_scan.scan_dir(tmp_path) == []
+    (tmp_path / "leak.log").write_text("Q350102199001011234 and 13812345678")
+    assert len(pii_scan.scan_dir(tmp_path)) == 2

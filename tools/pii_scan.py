@@ -26,6 +26,9 @@ _DIGITS = re.compile(r"[\d+][\d \t.\-]{9,24}[\dXx]")
 # of fixed lengths; eleven decimal digits in a row inside one are chance, not a phone number.
 _HEX_ID = re.compile(r"(?<![0-9A-Za-z])(?=[0-9a-f]*[a-f])(?:[0-9a-f]{64}|[0-9a-f]{32}|[0-9a-f]{16}|[0-9a-f]{12})"
                      r"(?![0-9A-Za-z])")
+# A SHA-256 digest (token hashes, hashed message ids) as SQLite stores it: its record header byte
+# may be an ASCII letter or digit right before it, so no boundary is asked for here.
+_DIGEST = re.compile(r"(?=[0-9a-f]{0,63}[a-f])[0-9a-f]{64}")
 # Floats (intent confidences, timestamps) carry long digit runs after a decimal point.
 _FLOAT = re.compile(r"(?<![\d.])\d+\.\d{5,}(?:[eE][-+]?\d+)?(?![\d.])")
 SKIP_SUFFIXES = (".tar.gz", ".safetensors", ".faiss", ".npy", ".bin", ".pt", ".onnx")
@@ -39,7 +42,7 @@ class Hit:
 
 
 def _raw_numbers(text: str) -> Iterator[str]:
-    for m in _DIGITS.finditer(_FLOAT.sub(" ", _HEX_ID.sub(" ", text))):
+    for m in _DIGITS.finditer(_FLOAT.sub(" ", _HEX_ID.sub(" ", _DIGEST.sub(" ", text)))):
         if mask_text(m.group(0)) != m.group(0):
             yield m.group(0)
 
