@@ -11,6 +11,8 @@ button's payload, as a tap in the widget would."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Callable
 
 import delivery
 from accounts import service as accounts
@@ -20,7 +22,10 @@ from assistant.lang import localise
 from assistant.rasa_client import RasaClient
 from assistant.texts import text as fixed_text
 from channels.identity import ChannelUser
+from core.logs import log_event
 from core.settings import Settings
+
+log = logging.getLogger("hc.channels.turns")
 
 RECENT_FOR_CHOICES = 6
 
@@ -91,3 +96,38 @@ async def say(user: ChannelUser, key: str, lang: str | None) -> None:
 
 async def apologise(user: ChannelUser, lang: str | None) -> None:
     await say(user, "service_unavailable", lang)
+
+
+class InboxHandler:
+    """The inbox worker's handler for one channel's items, whose payload is {<id_field>: the
+    channel's user id, "user_id": the linked account or None, "kind": text | enter | other,
+    "text"}: a text is a turn, entering gets a greeting, anything else a polite "please type".
+    `typing(external_id)`, when given, is shown first (a courtesy: its failure is ignored)."""
+
+    def __init__(self, channel: str, rasa: Callable[[], RasaClient], settings: Settings, *, id_field: str,
+                 typing: Callable[[str], None] | None = None):
+        self.channel, self.rasa, self.settings = channel, rasa, settings
+        self.id_field, self.typing = id_field, typing
+
+    def _user(self, item) -> ChannelUser:
+        return ChannelUser(self.channel, item.payload[self.id_field], item.payload.get("user_id"))
+
+    async def handle(self, item) -> str:
+        user, kind = self._user(item), item.payload.get("kind")
+        if kind == "other":
+            await say(user, "text_only", None)
+            return "text_only"
+        if self.typing is not None:
+            await asyncio.to_thread(self._typing, user.external_id)
+        text = item.payload.get("text") or ""
+        await answer(self.rasa(), user, "/greet" if kind == "enter" else text, settings=self.settings)
+        return "answered"
+
+    async def give_up(self, item) -> None:
+        await apologise(self._user(item), language_signal(item.payload.get("text") or ""))
+
+    def _typing(self, external_id: str) -> None:
+        try:
+            self.typing(external_id)
+        except Exception as exc:
+            log_event(log, "typing_failed", channel=self.channel, error=type(exc).__name__)

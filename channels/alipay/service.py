@@ -93,25 +93,9 @@ def accept_notification(settings: Settings, form: Mapping[str, str]) -> Accepted
     return Accepted(row is not None, ack)
 
 
-class AlipayHandler:
-    def __init__(self, rasa: Callable[[], RasaClient], settings: Settings):
-        self.rasa, self.settings = rasa, settings
-
-    @staticmethod
-    def _user(item: inbox.Item) -> identity.ChannelUser:
-        return identity.ChannelUser(CHANNEL, item.payload["user"], item.payload.get("user_id"))
-
-    async def handle(self, item: inbox.Item) -> str:
-        user, kind = self._user(item), item.payload.get("kind")
-        if kind == "other":
-            await turns.say(user, "text_only", None)
-            return "text_only"
-        text = item.payload.get("text") or ""
-        await turns.answer(self.rasa(), user, "/greet" if kind == "enter" else text, settings=self.settings)
-        return "answered"
-
-    async def give_up(self, item: inbox.Item) -> None:
-        await turns.apologise(self._user(item), language_signal(item.payload.get("text") or ""))
+def AlipayHandler(rasa: Callable[[], RasaClient], settings: Settings) -> turns.InboxHandler:
+    """The worker's handler for "alipay" items."""
+    return turns.InboxHandler(CHANNEL, rasa, settings, id_field="user")
 
 
 def sender(gateway: AlipayGateway):

@@ -11,7 +11,6 @@ timestamp or a ciphertext for another app, 400 for a body that does not parse. N
 is stored or processed."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -132,32 +131,9 @@ def accept_push(settings: Settings, query: Mapping[str, str], body: bytes, conte
 
 
 # --- the worker's side ----------------------------------------------------------------------------
-class WeChatHandler:
-    def __init__(self, rasa: Callable[[], RasaClient], api: wx_api.WeChatApi, settings: Settings):
-        self.rasa, self.api, self.settings = rasa, api, settings
-
-    @staticmethod
-    def _user(item: inbox.Item) -> identity.ChannelUser:
-        return identity.ChannelUser(CHANNEL, item.payload["openid"], item.payload.get("user_id"))
-
-    async def handle(self, item: inbox.Item) -> str:
-        user, kind = self._user(item), item.payload.get("kind")
-        if kind == "other":
-            await turns.say(user, "text_only", None)
-            return "text_only"
-        await asyncio.to_thread(self._typing, user.external_id)
-        text = item.payload.get("text") or ""
-        await turns.answer(self.rasa(), user, "/greet" if kind == "enter" else text, settings=self.settings)
-        return "answered"
-
-    async def give_up(self, item: inbox.Item) -> None:
-        await turns.apologise(self._user(item), language_signal(item.payload.get("text") or ""))
-
-    def _typing(self, openid: str) -> None:
-        try:              # a courtesy: a failure here must not cost the answer
-            self.api.typing(openid)
-        except Exception as exc:
-            log_event(log, "wechat_typing_failed", error=type(exc).__name__)
+def WeChatHandler(rasa: Callable[[], RasaClient], api: wx_api.WeChatApi, settings: Settings) -> turns.InboxHandler:
+    """The worker's handler for "wechat" items: typing shown while the bot works."""
+    return turns.InboxHandler(CHANNEL, rasa, settings, id_field="openid", typing=api.typing)
 
 
 UNREACHABLE_RETRIES_S = (0.5, 1.5)
