@@ -10,8 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from _alipay_keys import new_key, private_pem, public_pem
 
 from channels.alipay.gateway import AlipayGateway, GatewayError, GatewayUnavailable, beijing_timestamp
 from channels.alipay.sign import SignatureInvalid, rsa2_sign, rsa2_verify, sign_content
@@ -20,24 +19,17 @@ from tools.fake_alipay import CUSTOM_SEND, OAUTH, running
 APP_ID = "2021000000000001"
 
 
-def _private_pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def _public_pem(key) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+_private_pem, _public_pem = private_pem, public_pem
 
 
 @pytest.fixture(scope="module")
 def app_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return new_key()
 
 
 @pytest.fixture(scope="module")
 def stranger_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return new_key()
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +180,7 @@ def test_beijing_time():
 
 @pytest.fixture(scope="module")
 def alipay_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return new_key()
 
 
 def _mock_gateway(app_key, alipay_key, handler) -> AlipayGateway:

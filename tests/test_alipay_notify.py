@@ -5,8 +5,7 @@ import re
 from urllib.parse import quote
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from _alipay_keys import new_key, private_pem, public_pem
 from defusedxml.ElementTree import fromstring
 
 from channels.alipay.notify import (
@@ -36,25 +35,18 @@ APP_ID = "2021000000000001"
 USER = "2088000000000001"
 
 
-def _private_pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def _public_pem(key) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+_private_pem, _public_pem = private_pem, public_pem
 
 
 @pytest.fixture(scope="module")
 def alipay_key():
     """Stands in for Alipay's gateway key pair (it signs notifications)."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return new_key()
 
 
 @pytest.fixture(scope="module")
 def app_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return new_key()
 
 
 def _form(biz: str, service: str = SERVICE_MESSAGE, charset: str = "GBK") -> dict:
