@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from accounts import service as accounts
-from accounts.sessions import AgentIdentity
+from accounts.sessions import AgentIdentity, SessionInfo
 from api.errors import ApiError
 from assistant.rasa_client import RasaClient
 from core.settings import INTERNAL_TOKEN_HEADER, Settings
@@ -59,19 +59,27 @@ def require_admin(request: Request) -> None:
         raise ApiError(403, "forbidden", "wrong admin token")
 
 
+def current_session(request: Request) -> SessionInfo | None:
+    """The bearer session token's live session (its token_id and user), None without a token.
+
+    An unknown, expired or revoked token is a 401 (the client must sign in again), not anonymous."""
+    token = bearer(request)
+    if token is None:
+        return None
+    info = accounts.session_for_token(token)
+    if info is None:
+        raise ApiError(401, "invalid_token", "unknown or expired session token")
+    return info
+
+
 def current_user(request: Request) -> str | None:
     """The signed-in user: the user_id of the bearer session token, None without a token.
 
     The only way a request names an account: never a user_id from the body or the query.
     An unknown or expired token is a 401 (the client must sign in again), not anonymous."""
-    token = bearer(request)
-    if token is None:
-        return None
-    user_id = accounts.user_for_token(token)
-    if user_id is None:
-        raise ApiError(401, "invalid_token", "unknown or expired session token")
+    info = current_session(request)
     # A live token that signs in nobody (accounts.sessions.ANONYMOUS): anonymous, not refused.
-    return user_id or None
+    return (info.user_id or None) if info is not None else None
 
 
 def require_agent(request: Request) -> AgentIdentity:
@@ -91,4 +99,5 @@ def require_agent(request: Request) -> AgentIdentity:
 
 
 CurrentUser = Annotated[str | None, Depends(current_user)]
+CurrentSession = Annotated[SessionInfo | None, Depends(current_session)]
 CurrentAgent = Annotated[AgentIdentity, Depends(require_agent)]

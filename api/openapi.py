@@ -104,9 +104,12 @@ def _dependency_calls(route: APIRoute) -> set:
             calls.add(dependant.call)
         stack.extend(dependant.dependencies)
     names = set(getattr(getattr(route.endpoint, "__code__", None), "co_names", ()))
-    for fn in (deps.require_admin, deps.require_agent, deps.current_user, deps.require_internal):
+    for fn in (deps.require_admin, deps.require_agent, deps.current_user, deps.current_session,
+               deps.require_internal):
         if fn.__name__ in names:
             calls.add(fn)
+    if deps.current_session in calls:     # the same optional user token, with its session
+        calls.add(deps.current_user)
     return calls
 
 

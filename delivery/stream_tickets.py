@@ -8,7 +8,9 @@ a URL in a proxy's log shows neither the conversation id nor the agent) under a 
 the data key, HMAC-SHA256(HC_DATA_KEY, "hc-stream-ticket/v1"): a key of its own (a ticket can
 never be confused with a sealed account document), and every instance that shares HC_DATA_KEY,
 which several instances must anyway (README), accepts every other's tickets without a database
-row or a round trip. The claims carry their kind (chat | agent) and an expiry; it is checked
+row or a round trip. The claims carry their kind (chat | agent), an expiry and, for a chat ticket issued to a
+session, its public token_id ("t"): the route refuses the ticket once that session is revoked,
+and the open stream re-checks the session (or the agent) on every wake. The expiry is checked
 when a stream connects, not afterwards (an open stream outlives its ticket; a reconnect needs a
 fresh one once it expired). Not single-use: EventSource reconnects by itself with the same URL.
 """

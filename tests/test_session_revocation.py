@@ -2,7 +2,8 @@
 PostgreSQL: each session's public token_id, the admin routes that list and revoke sessions (one,
 or all of a user's) and agents, a revoked token refused (401 invalid_token) at once on every
 route that takes one, revocations logged by reference only, and migration 0007 giving the
-sessions already stored their ids. What an already open stream does is documented at the end."""
+sessions already stored their ids. An open stream ends when its session or agent is revoked, and a stream ticket issued before
+the revocation is refused."""
 from __future__ import annotations
 
 import hashlib
@@ -379,8 +380,6 @@ def test_a_new_stream_with_a_revoked_token_is_refused(live):
     assert r.status_code == 401
 
 
-@pytest.mark.xfail(strict=True, reason="an open SSE stream re-checks nothing once connected "
-                                       "(api/routes/messages.py event_source): reported, not changed here")
 def test_an_open_stream_ends_when_its_session_is_revoked(live):
     from test_sse import Stream
 
@@ -398,8 +397,6 @@ def test_an_open_stream_ends_when_its_session_is_revoked(live):
         stream.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a stream ticket carries no session reference (delivery/stream_tickets.py): "
-                                       "one issued before the revocation opens a stream for up to its 60 s")
 def test_a_stream_ticket_issued_before_the_revocation_is_refused(live):
     s = accounts.issue_session("u1")
     ticket = live.post("/api/v1/chat/stream-ticket", json={"sender": "s1"}, headers=bearer(s.token)).json()["ticket"]
@@ -408,8 +405,6 @@ def test_a_stream_ticket_issued_before_the_revocation_is_refused(live):
         assert r.status_code == 401
 
 
-@pytest.mark.xfail(strict=True, reason="the agents' open stream re-checks nothing once connected "
-                                       "(api/routes/agent_stream.py): reported, not changed here")
 def test_an_open_agent_stream_ends_when_the_agent_is_revoked(live):
     from test_sse import Stream
 
@@ -421,5 +416,27 @@ def test_an_open_agent_stream_ends_when_the_agent_is_revoked(live):
                               summary="撤销之后的工单", findings=[])
         got = stream.quiet_for(1.5)
         assert not got, "the revoked agent still receives ticket events"
+    finally:
+        stream.close()
+
+
+def test_an_agent_stream_ticket_issued_before_the_revocation_is_refused(live):
+    agent_id, token = accounts.create_agent("坐席二")
+    ticket = live.post("/api/v1/agent/stream-ticket", headers=bearer(token)).json()["ticket"]
+    accounts.revoke_agent(agent_id)
+    with live.stream("GET", "/api/v1/agent/stream", params={"stream_ticket": ticket}) as r:
+        assert r.status_code == 401
+
+
+def test_an_anonymous_stream_is_not_ended_by_someone_elses_revocation(live):
+    from test_sse import Stream
+
+    other = accounts.issue_session("u1")
+    conversation = rasa_sender("s-anon", None)
+    stream = Stream(live, "/api/v1/chat/stream", params={"sender": "s-anon"}).wait_connected()
+    try:
+        accounts.revoke_session(other.token_id)
+        delivery.deliver(conversation, "agent", "匿名仍在")
+        assert [e["text"] for e in stream.take(1)] == ["匿名仍在"]
     finally:
         stream.close()

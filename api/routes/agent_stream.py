@@ -7,7 +7,8 @@ Events are tickets.service.events_after(cursor, agent_id, limit) (new, claimed, 
 resolved tickets for everyone; the user's messages of the tickets this agent holds), the event
 id is the ticket event's id, and the stream wakes on delivery.AGENTS_TOPIC, so a reconnect with
 Last-Event-ID misses nothing and repeats nothing. Authorised by an agent token (bearer), or by a
-stream ticket for EventSource.
+stream ticket for EventSource; an open stream ends once its agent is revoked (re-checked on every
+wake), and a ticket issued before the revocation is refused.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 import delivery
+from accounts import service as accounts
 from api.deps import CurrentAgent, SettingsDep, require_agent
 from api.errors import ApiError
 from api.openapi import SSE_EVENT
@@ -58,6 +60,8 @@ async def agent_stream(request: Request, settings: SettingsDep, after: Cursor = 
         if not isinstance(claims.get("a"), int):
             raise ApiError(401, "invalid_token", "unknown or expired stream ticket")
         agent_id = claims["a"]
+        if not await asyncio.to_thread(accounts.agent_active, agent_id):
+            raise ApiError(401, "invalid_token", "the agent of this stream ticket is revoked")
     else:
         agent_id = (await asyncio.to_thread(require_agent, request)).id
     cursor = resume_cursor(last_event_id, after)
@@ -68,5 +72,5 @@ async def agent_stream(request: Request, settings: SettingsDep, after: Cursor = 
         return tickets.events_after(after_id, agent_id, limit)
 
     events = event_source(app_broker(request.app), delivery.AGENTS_TOPIC, fetch, cursor,
-                          ping_s=settings.sse_ping_s)
+                          ping_s=settings.sse_ping_s, still_allowed=lambda: accounts.agent_active(agent_id))
     return EventStream(events, ping_s=settings.sse_ping_s)

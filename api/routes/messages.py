@@ -20,7 +20,8 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 
 import delivery
-from api.deps import CurrentUser, SettingsDep, current_user
+from accounts import service as accounts
+from api.deps import CurrentSession, CurrentUser, SettingsDep, current_session
 from api.errors import ApiError, ErrorResponse
 from api.openapi import SSE_EVENT
 from api.sse import EventStream, app_broker, encode_comment, encode_event, encode_retry, recheck_s
@@ -117,21 +118,27 @@ def parse_cursor(value: str | None, where: str = "after") -> int | None:
 
 # --- shared by the user and agent streams ---------------------------------------------------------
 def event_source(broker: Broker, topic: str, fetch: Callable[[int, int], Sequence[Any]],
-                 cursor: int, *, ping_s: float, limit: int = PAGE_LIMIT) -> AsyncIterator[bytes]:
+                 cursor: int, *, ping_s: float, limit: int = PAGE_LIMIT,
+                 still_allowed: Callable[[], bool] | None = None) -> AsyncIterator[bytes]:
     """The events after `cursor`, then each new one as `topic` says there is one.
 
     Subscribes before the first read, so nothing that lands between the read and the
     subscription is missed; `fetch(cursor, limit)` returns items with an "id" (dicts or
     MessageView) oldest first. A `: connected` comment follows the backlog: the stream is live.
     Ends when the subscription is dropped (the client reconnects with Last-Event-ID and
-    re-reads: no gap, no repeat)."""
+    re-reads: no gap, no repeat), and when `still_allowed()` turns false: it is asked after every
+    wake (a new event or the periodic recheck) before anything more is read, so a session or agent
+    revoked while its stream is open receives nothing sent after the revocation, and its
+    reconnect is refused (401)."""
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal cursor
         yield encode_retry()
         async with broker.subscribe(topic) as sub:
-            caught_up = False
+            caught_up = woken = False
             while True:
+                if woken and still_allowed is not None and not await asyncio.to_thread(still_allowed):
+                    return
                 batch = await asyncio.to_thread(fetch, cursor, limit)
                 if batch:
                     chunks = []
@@ -151,6 +158,7 @@ def event_source(broker: Broker, topic: str, fetch: Callable[[int, int], Sequenc
                     await sub.wait(recheck_s(ping_s))
                 except SubscriptionDropped:
                     return
+                woken = True
 
     return events()
 
@@ -201,11 +209,15 @@ async def handoff(sender: Sender, user_id: CurrentUser):
 
 
 @router.post("/stream-ticket", response_model=StreamTicketOut, responses=errors(400, 401, 422, 503))
-async def chat_stream_ticket(body: StreamTicketIn, user_id: CurrentUser, settings: SettingsDep):
+async def chat_stream_ticket(body: StreamTicketIn, session: CurrentSession, settings: SettingsDep):
     """A short-lived ticket for `GET /chat/stream?stream_ticket=` (EventSource cannot send
-    Authorization). It names this conversation only and expires in `expires_in` seconds."""
-    conversation_id = rasa_sender(body.sender, user_id)
-    ticket = stream_tickets.issue(settings, {"k": "chat", "c": conversation_id, "s": body.sender})
+    Authorization). It names this conversation only and expires in `expires_in` seconds; one
+    issued to a session is refused once that session is revoked."""
+    conversation_id = rasa_sender(body.sender, session.user_id or None if session else None)
+    claims = {"k": "chat", "c": conversation_id, "s": body.sender}
+    if session is not None:
+        claims["t"] = session.token_id
+    ticket = stream_tickets.issue(settings, claims)
     return {"ticket": ticket, "expires_in": stream_tickets.TTL_S}
 
 
@@ -233,9 +245,13 @@ async def chat_stream(request: Request, sender: Sender, settings: SettingsDep, a
             raise ApiError(401, "invalid_token", "unknown or expired stream ticket") from None
         if claims.get("s") != sender or not isinstance(claims.get("c"), str):
             raise ApiError(401, "invalid_token", "the stream ticket is for another conversation")
-        conversation_id = claims["c"]
+        conversation_id, token_id = claims["c"], claims.get("t")
+        if token_id is not None and not await asyncio.to_thread(accounts.session_live, token_id):
+            raise ApiError(401, "invalid_token", "the session of this stream ticket has ended")
     else:
-        conversation_id = rasa_sender(sender, current_user(request))
+        session = await asyncio.to_thread(current_session, request)
+        conversation_id = rasa_sender(sender, session.user_id or None if session else None)
+        token_id = session.token_id if session is not None else None
     cursor = resume_cursor(last_event_id, after)
     if cursor is None:
         cursor = await asyncio.to_thread(delivery.last_id, conversation_id)
@@ -243,6 +259,8 @@ async def chat_stream(request: Request, sender: Sender, settings: SettingsDep, a
     def fetch(after_id: int, limit: int):
         return delivery.messages_after(conversation_id, after_id, limit)
 
+    # A stream opened with a session (its token or its ticket) ends when the session does.
+    still_allowed = None if token_id is None else (lambda: accounts.session_live(token_id))
     events = event_source(app_broker(request.app), delivery.conversation_topic(conversation_id),
-                          fetch, cursor, ping_s=settings.sse_ping_s)
+                          fetch, cursor, ping_s=settings.sse_ping_s, still_allowed=still_allowed)
     return EventStream(events, ping_s=settings.sse_ping_s)
