@@ -20,7 +20,7 @@ from api.ratelimit import RateLimit, RateLimiter
 from api.actions_app import create_actions_app
 from api.routes import (accounts, admin, agent, agent_stream, agents, channels, chat, demo, faq, health,
                         messages, pages, sessions, stats)
-from assistant import runtime
+from assistant import kb_sync, runtime
 from assistant.rasa_client import RasaClient
 from core import logs
 from core.artifacts import load_artifacts
@@ -59,8 +59,14 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
     if not settings.internal_token:
         settings.internal_token = secrets.token_urlsafe(24)
 
+    # Turns wait for the index: one answered before it loads would be the busy apology, as a 200
+    # (the FAQ action raises NotReady inside Rasa), and a channel push would count as answered.
+    # Without an index to load (tests on stand-ins) a turn is ready at once.
+    turns_ready = runtime.ready if load_index else (lambda: True)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.turns_ready = turns_ready
         app.state.rasa = RasaClient(settings.rasa_url, settings.internal_token, settings.chat_timeout_s)
         app.state.actions_health = f"http://127.0.0.1:{settings.actions_port}/healthz"
         task = asyncio.create_task(_load_in_background(settings)) if load_index else None
@@ -72,6 +78,8 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
         # through app.state.broker; services publish through the process's (the same one).
         app.state.broker = delivery.broker_from_url(settings.redis_url or "memory://")
         delivery.use_broker(app.state.broker)
+        # A KB reload made on another instance reaches this one too (assistant/kb_sync.py).
+        app.state.kb_sync = kb_sync.start(app.state.broker, settings)
         # The hotline webhook's outbox relay: only when HC_HOTLINE_WEBHOOK_URL is set.
         forwarding.use_settings(settings)
         app.state.forwarding_relay = await asyncio.to_thread(forwarding.start, settings)
@@ -79,7 +87,7 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
         # until its credentials are set).
         from channels import runtime as channel_runtime
 
-        app.state.channels = channel_runtime.start(settings, lambda: app.state.rasa)
+        app.state.channels = channel_runtime.start(settings, lambda: app.state.rasa, ready=turns_ready)
         if settings.demo_accounts and settings.account_source == "builtin":
             from accounts import demo
             from assistant.diagnose import china_today
@@ -88,6 +96,7 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
             logs.log_event(log, "demo_accounts_loaded", count=len(loaded))
         yield
         await channel_runtime.stop(app.state.channels)
+        await kb_sync.stop(app.state.kb_sync)
         delivery.release_broker(app.state.broker)
         await app.state.broker.close()
         await asyncio.to_thread(forwarding.stop, app.state.forwarding_relay)   # before the pool goes

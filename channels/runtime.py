@@ -37,8 +37,10 @@ def _token_cache(settings: Settings):
     return api.MemoryTokenCache()
 
 
-def start(settings: Settings, rasa: Callable[[], RasaClient]) -> Channels:
-    """rasa: returns the app's current Rasa client (read at each turn, so a test can swap it)."""
+def start(settings: Settings, rasa: Callable[[], RasaClient], *, ready: Callable[[], bool] | None = None) -> Channels:
+    """rasa: returns the app's current Rasa client (read at each turn, so a test can swap it).
+    ready: whether turns can be answered yet (the index loaded); the worker leaves the inbox
+    alone until then, so a push taken around a restart gets its answer, not the busy apology."""
     inbox.configure(None, data_key(settings))
     out, handlers = Channels(), {}
     if settings.wechat_enabled:
@@ -59,7 +61,7 @@ def start(settings: Settings, rasa: Callable[[], RasaClient]) -> Channels:
     for channel, fn in out.senders:
         delivery.register_sender(channel, fn)
     if handlers:
-        out.worker = Worker(handlers, give_up_after_s=settings.channel_give_up_s)
+        out.worker = Worker(handlers, give_up_after_s=settings.channel_give_up_s, ready=ready)
         out.worker.start()
     return out
 

@@ -5,13 +5,14 @@ turn of the conversation service, its answer goes out through delivery.dispatch.
 
 A handler is `async handle(item) -> outcome` (raise to be tried again later) and
 `async give_up(item)` (the polite failure message) for an item that kept failing past
-`give_up_after_s`: the platform heard `success` long ago, so the user must hear something."""
+`give_up_after_s`: the platform heard `success` long ago, so the user must hear something.
+`ready()`, when given, holds the worker back until the process can answer (its index loaded)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Protocol
+from typing import Callable, Protocol
 
 from channels import inbox
 from core.logs import log_event
@@ -28,8 +29,9 @@ class Handler(Protocol):
 
 class Worker:
     def __init__(self, handlers: dict[str, Handler], *, interval_s: float = 1.0, concurrency: int = 8,
-                 give_up_after_s: float = 60.0, lease_s: float = 30.0, keep_done_s: float = 3 * 86400):
-        self.handlers = handlers
+                 give_up_after_s: float = 60.0, lease_s: float = 30.0, keep_done_s: float = 3 * 86400,
+                 ready: Callable[[], bool] | None = None):
+        self.handlers, self.ready = handlers, ready
         self.interval_s, self.concurrency = interval_s, concurrency
         self.give_up_after_s, self.lease_s, self.keep_done_s = give_up_after_s, lease_s, keep_done_s
         self._wake = asyncio.Event()
@@ -90,7 +92,9 @@ class Worker:
         last_purge = utcnow()
         while not self._stopping:
             try:
-                handled = await self.run_once()
+                # Not ready (the index still loading): claim nothing, so nothing is answered with
+                # the busy apology nor ages towards give_up while this process cannot answer.
+                handled = await self.run_once() if self.ready is None or self.ready() else 0
                 if utcnow() - last_purge > timedelta(hours=1):
                     last_purge = utcnow()
                     await asyncio.to_thread(inbox.purge, last_purge - timedelta(seconds=self.keep_done_s))

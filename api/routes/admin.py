@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import SettingsDep, require_admin
 from api.errors import ApiError, error_body
-from assistant import kb_reload, runtime
+from assistant import kb_reload, kb_sync, runtime
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -46,7 +46,7 @@ RELOAD_ERRORS = {
 async def kb_status():
     """The KB version and size the app is answering from."""
     if not runtime.ready():
-        raise ApiError(503, "not_ready", "the index is still loading")
+        raise ApiError(503, "not_ready", "the index is still loading", headers={"Retry-After": "5"})
     kb = runtime.retriever().kb
     return {"kb_version": kb.version, "entries": len(kb.entries)}
 
@@ -60,7 +60,8 @@ async def reload_kb(settings: SettingsDep, body: ReloadRequest | None = None):
     from retrieval.kb import KBError
 
     if not runtime.ready():
-        raise ApiError(503, "not_ready", "the index is still loading; reload after start-up")
+        raise ApiError(503, "not_ready", "the index is still loading; reload after start-up",
+                       headers={"Retry-After": "5"})
     try:
         # A rebuild encodes the KB (seconds of CPU): a worker thread keeps every other request
         # served meanwhile by the current retriever.
@@ -77,4 +78,5 @@ async def reload_kb(settings: SettingsDep, body: ReloadRequest | None = None):
         # index_dir names nothing readable (too long, no permission, not a folder...), or the
         # disk refused the new index: the current one keeps serving either way.
         raise ApiError(409, "reload_failed", f"the index folder cannot be used: {exc.strerror or exc}") from None
+    kb_sync.announce()        # the other instances compare and follow (assistant/kb_sync.py)
     return {"status": "ok", **done.as_dict()}

@@ -80,6 +80,10 @@ async def chat(body: ChatIn, request: Request, rasa: RasaDep, settings: Settings
     field can name a user. No token: anonymous (FAQ only); an unknown or expired one: 401.
     A conversation sending more than HC_RATE_LIMIT_CONVERSATION turns: 429 with Retry-After."""
     await limit_conversation(request, rasa_sender(body.sender, user_id))
+    if not request.app.state.turns_ready():
+        # Just started, the index still loading: a turn now would get the busy apology.
+        raise ApiError(503, "bot_unavailable", "the assistant is starting; please try again shortly",
+                       headers={"Retry-After": "5"})
     names = await _own_names(user_id, body.sender) if user_id is not None else ()
     try:
         result = await converse(rasa, body.sender, body.text, user_id=user_id,

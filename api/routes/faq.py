@@ -38,7 +38,7 @@ async def search(q: Question, k: Annotated[int, Query(ge=1, le=22)] = 3):
     if not query:
         raise ApiError(422, "empty_query", "q must contain some text")
     if not runtime.ready():
-        raise ApiError(503, "not_ready", "the index is still loading")
+        raise ApiError(503, "not_ready", "the index is still loading", headers={"Retry-After": "5"})
     # A repeated question is answered from the retriever's result cache on the event loop: the
     # thread hand-off would cost more than the lookup.
     result = faq.cached(query, k) or await run_in_threadpool(faq.search, query, k)
