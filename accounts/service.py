@@ -163,12 +163,17 @@ def create_session(user_id: str, *, ttl_s: float | None = None) -> tuple[str, da
     return issued.token, issued.expires_at
 
 
-def create_anonymous_session(*, ttl_s: float | None = None) -> tuple[str, datetime]:
-    """A token that signs in nobody (a channel user without a linked account)."""
+def issue_anonymous_session(*, ttl_s: float | None = None) -> tokens.IssuedSession:
+    """A session that signs in nobody (a channel user without a linked account)."""
     ttl = ttl_s if ttl_s is not None else settings().session_ttl_s
     issued = tokens.issue_session(sessions(), "", ttl_s=ttl, anonymous=True)
     log_event(log, "session_created", user=None, session=issued.token_id,
               expires_at=issued.expires_at.isoformat())
+    return issued
+
+
+def create_anonymous_session(*, ttl_s: float | None = None) -> tuple[str, datetime]:
+    issued = issue_anonymous_session(ttl_s=ttl_s)
     return issued.token, issued.expires_at
 
 

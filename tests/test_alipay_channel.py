@@ -100,6 +100,12 @@ def test_an_unlinked_user_gets_an_anonymous_token_and_a_linked_one_is_signed_in(
     chat = client.post("/api/v1/chat", json={"sender": "mp-1", "text": "我的码为什么是橙色"},
                        headers={"Authorization": f"Bearer {linked['token']}"})
     assert chat.json()["messages"][0]["text"] == "好的 u-ali"
+    # Each sign-in's token_id names its session: revoking it signs the mini-program out.
+    assert anon["token_id"] != linked["token_id"]
+    assert client.delete(f"/api/v1/admin/sessions/{linked['token_id']}",
+                         headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 204
+    assert client.post("/api/v1/chat", json={"sender": "mp-1", "text": "你好"},
+                       headers={"Authorization": f"Bearer {linked['token']}"}).status_code == 401
 
 
 def test_a_bad_code_a_refusal_and_a_tampered_answer_are_refused(client, gateway):

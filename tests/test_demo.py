@@ -43,10 +43,15 @@ def test_demo_sign_in_only_for_demo_accounts(db, tmp_path):
         client.app.state.rasa = FakeRasa()
         listed = client.get("/api/v1/demo/accounts").json()["accounts"]
         assert {a["user_id"] for a in listed} == set(EXPECTED)
-        token = client.post("/api/v1/demo/sessions", json={"user_id": "demo-minor"}).json()["token"]
+        signed = client.post("/api/v1/demo/sessions", json={"user_id": "demo-minor"}).json()
+        token = signed["token"]
         resp = client.post("/api/v1/chat", json={"sender": "s", "text": "为什么生成不了健康码"},
                            headers={"Authorization": f"Bearer {token}"})
         assert resp.status_code == 200 and "demo-minor" in resp.json()["messages"][0]["text"]
+        # Its token_id names it for revocation, and the token is refused from then on.
+        assert client.delete(f"/api/v1/admin/sessions/{signed['token_id']}", headers=admin()).status_code == 204
+        assert client.post("/api/v1/chat", json={"sender": "s", "text": "你好"},
+                           headers={"Authorization": f"Bearer {token}"}).status_code == 401
         r = client.post("/api/v1/demo/sessions", json={"user_id": "someone"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "not_a_demo_account"
 

@@ -193,6 +193,7 @@ class AlipaySessionIn(BaseModel):
 
 class AlipaySessionOut(BaseModel):
     token: str
+    token_id: str = Field(description="the session's public id (to list or revoke it)")
     signed_in: bool
     expires_at: str
 

@@ -24,6 +24,7 @@ class DemoAccountsOut(BaseModel):
 
 class DemoSessionOut(BaseModel):
     token: str
+    token_id: str = Field(description="the session's public id (to list or revoke it)")
     expires_at: str
 
 
@@ -53,8 +54,8 @@ async def demo_session(body: DemoSignIn, request: Request):
     # document field: an admin can create "demo-x" as a real account, and that one stays closed.
     if not await run_in_threadpool(service.is_demo_account, body.user_id):
         raise ApiError(403, "not_a_demo_account", "demo sign-in is only for the demo accounts")
-    token, expires_at = await run_in_threadpool(service.create_session, body.user_id)
-    return {"token": token, "expires_at": expires_at.isoformat()}
+    issued = await run_in_threadpool(service.issue_session, body.user_id)
+    return {"token": issued.token, "token_id": issued.token_id, "expires_at": issued.expires_at.isoformat()}
 
 
 def demo_today():

@@ -135,9 +135,8 @@ def session_for_code(settings: Settings, gateway: AlipayGateway, auth_code: str)
     if not identity.valid_external_id(alipay_user):
         raise NotificationRefused(502, "bad_gateway_answer", "the gateway gave no user id")
     user_id = links.user_for(CHANNEL, alipay_user)
-    if user_id is None:
-        token, expires_at = accounts.create_anonymous_session()
-    else:
-        token, expires_at = accounts.create_session(user_id)
-    log_event(log, "alipay_session", signed_in=user_id is not None, external=conversation_ref(alipay_user))
-    return {"token": token, "signed_in": user_id is not None, "expires_at": expires_at.isoformat()}
+    issued = accounts.issue_anonymous_session() if user_id is None else accounts.issue_session(user_id)
+    log_event(log, "alipay_session", signed_in=user_id is not None, external=conversation_ref(alipay_user),
+              session=issued.token_id)
+    return {"token": issued.token, "token_id": issued.token_id, "signed_in": user_id is not None,
+            "expires_at": issued.expires_at.isoformat()}
