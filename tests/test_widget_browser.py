@@ -277,6 +277,27 @@ def test_api_down_keeps_the_message_and_retry_sends_it(web_stack, new_context):
     assert len(calls) == 2
     page.unroute("**/api/v1/chat")
 
+    # Too many messages (429 with Retry-After): said as such, not as "offline", and sent again
+    # by itself once the limit lets it through.
+    limited = []
+
+    def limited_once(route):
+        limited.append(1)
+        if len(limited) == 1:
+            route.fulfill(status=429, headers={"Retry-After": "1"}, content_type="application/json",
+                          body='{"error":{"code":"rate_limited","message":"too many requests"}}')
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/chat", limited_once)
+    ask(page, "健康码可以截图吗")
+    expect(alert).to_contain_text("发送太快")
+    expect(alert).not_to_contain_text("连不上")
+    expect(bubble(page, "bot", "1分钟").nth(1)).to_be_visible(timeout=10_000)
+    expect(alert).to_be_hidden()
+    assert len(limited) == 2
+    page.unroute("**/api/v1/chat")
+
     # A slow answer (held back here): after ~8 s the same polite state; when the answer does
     # come, it is shown and the message counts as sent.
     held = []
@@ -287,7 +308,7 @@ def test_api_down_keeps_the_message_and_retry_sends_it(web_stack, new_context):
     slow = page.locator(f"{MESSAGE}[data-from=user]").last
     expect(slow).to_have_class(re.compile(r"\bhcw-unsent\b"))
     held[0].continue_()
-    expect(bubble(page, "bot", "1分钟").nth(1)).to_be_visible()
+    expect(bubble(page, "bot", "1分钟").nth(2)).to_be_visible()
     expect(alert).to_be_hidden()
     expect(slow).not_to_have_class(re.compile(r"\bhcw-unsent\b"))
     assert len(held) == 1

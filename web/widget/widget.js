@@ -18,7 +18,7 @@
       openChat: '打开在线客服', closeChat: '关闭在线客服', unread: '{n}条未读', close: '关闭',
       log: '对话记录', inputLabel: '输入您的问题', placeholder: '请输入您的问题,Enter 发送', send: '发送',
       typing: '正在输入', you: '我', bot: '智能客服', agent: '人工客服', system: '通知',
-      unsent: '未发送', offline: '暂时连不上,请稍后重试', busy: '客服系统正忙,请稍后重试', retry: '重试',
+      unsent: '未发送', offline: '暂时连不上,请稍后重试', busy: '客服系统正忙,请稍后重试', tooFast: '发送太快了,稍等几秒会自动重发', retry: '重试',
       tooLong: '消息超过 {max} 字,请精简后再发送', expired: '登录已过期,请重新登录。您输入的内容已保留。',
       welcome: '您好!我是“八闽健康码”智能客服,可以解答健康码申领、使用等问题。请直接提问,或点选常见问题:',
       s1: '健康码可以截图吗', s2: '为什么我的码是橙色', s3: '转人工',
@@ -29,7 +29,7 @@
       title: '八閩健康碼 智能客服', anon: '智能問答 · 未登入', signed: '已登入 · 可查詢本人健康碼情況',
       openChat: '打開線上客服', closeChat: '關閉線上客服', unread: '{n}則未讀', close: '關閉',
       log: '對話記錄', inputLabel: '輸入您的問題', placeholder: '請輸入您的問題,Enter 傳送', send: '傳送',
-      typing: '正在輸入', unsent: '未傳送', offline: '暫時連不上,請稍後重試', busy: '客服系統正忙,請稍後重試', retry: '重試',
+      typing: '正在輸入', unsent: '未傳送', offline: '暫時連不上,請稍後重試', busy: '客服系統正忙,請稍後重試', tooFast: '發送太快了,稍等幾秒會自動重發', retry: '重試',
       tooLong: '訊息超過 {max} 字,請精簡後再傳送', expired: '登入已過期,請重新登入。您輸入的內容已保留。',
       welcome: '您好!我是「八閩健康碼」智能客服,可以解答健康碼申領、使用等問題。請直接提問,或點選常見問題:',
       s1: '健康碼可以截圖嗎', s2: '為什麼我的碼是橙色', s3: '轉人工',
@@ -41,7 +41,7 @@
       openChat: 'Open chat', closeChat: 'Close chat', unread: '{n} unread', close: 'Close',
       log: 'Conversation', inputLabel: 'Type your question', placeholder: 'Type your question, Enter to send', send: 'Send',
       typing: 'Typing', you: 'Me', bot: 'Assistant', agent: 'Agent', system: 'Notice',
-      unsent: 'Not sent', offline: 'Cannot connect. Please try again.', busy: 'The service is busy. Please try again.', retry: 'Retry',
+      unsent: 'Not sent', offline: 'Cannot connect. Please try again.', busy: 'The service is busy. Please try again.', tooFast: 'Too many messages at once. Sending again in a few seconds.', retry: 'Retry',
       tooLong: 'Please keep it under {max} characters.', expired: 'Your sign-in expired; please sign in again. Your text is kept.',
       welcome: 'Hello! I am the Bamin Health Code (八闽健康码) assistant. Ask me about applying for and using the code, or pick a question:',
       s1: 'Can I use a screenshot of my health code?', s2: 'Why is my code orange?', s3: 'Talk to a person',
@@ -532,7 +532,9 @@
         showAlert((x.j.error || {}).code === 'empty_text' ? 'inputLabel' : 'tooLong', false);
         return pump();
       }
-      fail(st >= 500 ? 'busy' : 'offline', st === 503 ? Number(x.r.headers.get('Retry-After')) || 5 : 0);
+      // 429 and 503 say when to come back (Retry-After): the message goes again by itself then.
+      var after = st === 429 || st === 503 ? Number(x.r.headers.get('Retry-After')) || 5 : 0;
+      fail(st === 429 ? 'tooFast' : st >= 500 ? 'busy' : 'offline', after);
     }, function () {
       clearTimeout(slow);
       if (item.attempt === attempt && queue[0] === item) fail('offline');
