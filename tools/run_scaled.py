@@ -53,6 +53,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from core.settings import REPO_ROOT, Settings, get_settings
+from tools.run_stack import RASA_PYTHONPATH
 
 STARTUP_TIMEOUT_S = 300
 TEMPLATE = REPO_ROOT / "deploy" / "nginx" / "hc-assistant.conf.template"
@@ -267,7 +268,7 @@ def build(settings: Settings, ports: Ports, host: str) -> Plan:
         path = run_dir / f"endpoints-{i}.yml"
         path.write_text(json.dumps(endpoints(own), indent=2) + "\n")
         path.chmod(0o600)
-        rasa_env = {**common, "PYTHONPATH": str(REPO_ROOT / "bot"), "HC_ACTIONS_PORT": str(ports.actions[i])}
+        rasa_env = {**common, "PYTHONPATH": RASA_PYTHONPATH, "HC_ACTIONS_PORT": str(ports.actions[i])}
         rasa_env.setdefault("TICKET_LOCK_LIFETIME", LOCK_LIFETIME_S)
         specs.append(Spec(f"rasa-{i}", [str(art.rasa_venv / "bin/rasa"), "run", "--model", str(art.rasa_model),
                                          "--endpoints", str(path), "--credentials", "credentials.yml",
