@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +36,12 @@ class Settings(BaseSettings):
     model_dir: Path | None = None
     index_dir: Path | None = None
 
+    # One Rasa server, or several separated by commas: each conversation is pinned to one of
+    # them by its id (assistant/rasa_client.py), so its turns never run in two places at once.
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_port: int = 5005
+    # How many Rasa servers `make run` starts (rasa_port, then free ports), all on one model.
+    rasa_servers: int = Field(1, ge=1, le=8)
     # Rasa's action webhook: its own listener on loopback, never the user-facing port.
     actions_port: int = 5055
     # Shared secret between the app, the Rasa channel and the action webhook: both internal

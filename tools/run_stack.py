@@ -36,17 +36,28 @@ def say(msg: str) -> None:
     print(f"[run] {msg}", flush=True)
 
 
-def specs(settings, art, env: dict[str, str], endpoints: str, logs: Path) -> list[Spec]:
-    """The stack's two processes, as the supervisor starts (and restarts) them."""
-    rasa = Spec("rasa", [str(art.rasa_venv / "bin/rasa"), "run", "--model", str(art.rasa_model),
-                         "--endpoints", endpoints, "--credentials", "credentials.yml",
-                         "-i", "127.0.0.1", "-p", str(settings.rasa_port), "--quiet"],
-                {**env, "PYTHONPATH": RASA_PYTHONPATH},
-                REPO_ROOT / "bot", logs / "rasa.log",
-                health_url=f"http://127.0.0.1:{settings.rasa_port}/webhooks/hc/")
-    api = Spec("api", [sys.executable, "-m", "api.main"], env, REPO_ROOT, logs / "api.log",
-               health_url=f"http://127.0.0.1:{settings.port}/healthz")
-    return [rasa, api]
+def rasa_ports(settings) -> list[int]:
+    """HC_RASA_PORT for the first Rasa server, free ports for the others (HC_RASA_SERVERS)."""
+    from tools.stack import free_port
+
+    return [settings.rasa_port] + [free_port() for _ in range(settings.rasa_servers - 1)]
+
+
+def specs(settings, art, env: dict[str, str], endpoints: str, logs: Path, ports: list[int]) -> list[Spec]:
+    """The stack's processes (the Rasa servers, then the app), as the supervisor starts (and
+    restarts) them."""
+    out = []
+    for i, port in enumerate(ports):
+        name = "rasa" if i == 0 else f"rasa-{i + 1}"
+        out.append(Spec(name, [str(art.rasa_venv / "bin/rasa"), "run", "--model", str(art.rasa_model),
+                               "--endpoints", endpoints, "--credentials", "credentials.yml",
+                               "-i", "127.0.0.1", "-p", str(port), "--quiet"],
+                        {**env, "PYTHONPATH": RASA_PYTHONPATH},
+                        REPO_ROOT / "bot", logs / f"{name}.log",
+                        health_url=f"http://127.0.0.1:{port}/webhooks/hc/"))
+    out.append(Spec("api", [sys.executable, "-m", "api.main"], env, REPO_ROOT, logs / "api.log",
+                    health_url=f"http://127.0.0.1:{settings.port}/healthz"))
+    return out
 
 
 def main() -> int:
@@ -65,11 +76,13 @@ def main() -> int:
     if not settings.admin_token:
         env["HC_ADMIN_TOKEN"] = secrets.token_urlsafe(24)
         say(f"admin token (generated for this run; set HC_ADMIN_TOKEN to choose one): {env['HC_ADMIN_TOKEN']}")
-    env["HC_RASA_URL"] = f"http://127.0.0.1:{settings.rasa_port}"
+    ports = rasa_ports(settings)
+    # Several servers share the tracker store; the app pins each conversation to one of them.
+    env["HC_RASA_URL"] = ",".join(f"http://127.0.0.1:{port}" for port in ports)
 
     endpoints = write_endpoints(settings)
     t0 = time.monotonic()
-    supervisor = Supervisor(specs(settings, art, env, endpoints, logs), say=say)
+    supervisor = Supervisor(specs(settings, art, env, endpoints, logs, ports), say=say)
     stopping = {"flag": False}
 
     def on_signal(signum, _frame):
