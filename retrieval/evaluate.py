@@ -32,6 +32,7 @@ class Outcome:
     ranked: tuple[str, ...]
     seconds: float
     scores: tuple[float, ...] = ()    # fused scores of `ranked`, same order
+    path: str | None = None           # the cascade's way (Retriever.paths): exact, cheap_*, full, ...
 
     @property
     def top_score(self) -> float:
@@ -67,12 +68,30 @@ def load_cases(path: str | Path) -> list[Case]:
 def run(retriever: Retriever, cases: list[Case], k: int = 3) -> list[Outcome]:
     out = []
     for case in cases:
+        before = dict(retriever.paths)
         t0 = time.perf_counter()
         res = retriever.search(case.q, k=k)
         dt = time.perf_counter() - t0
+        went = [name for name, n in retriever.paths.items() if n > before.get(name, 0)]
         out.append(Outcome(case, res.decision, tuple(h.faq_id for h in res.results), dt,
-                           tuple(float(h.score) for h in res.results)))
+                           tuple(float(h.score) for h in res.results), went[0] if len(went) == 1 else None))
     return out
+
+
+# The cascade's ways, as Retriever.paths names them: which ones needed e5.
+E5_PATHS = {"full"}
+
+
+def cascade_share(outcomes: list[Outcome]) -> dict:
+    """How the searches went: the share of each way and the share that needed e5 at all."""
+    known = [o.path for o in outcomes if o.path is not None]
+    if not known:
+        return {}
+    counts: dict[str, int] = {}
+    for path in known:
+        counts[path] = counts.get(path, 0) + 1
+    shares = {path: n / len(known) for path, n in sorted(counts.items())}
+    return {"n": len(known), "shares": shares, "reached_e5": sum(counts.get(p, 0) for p in E5_PATHS) / len(known)}
 
 
 def metrics(outcomes: list[Outcome]) -> dict:
@@ -101,6 +120,9 @@ def report(outcomes: list[Outcome]) -> dict:
     result = {name: metrics(group) for name, group in groups.items() if group}
     ms = np.array([o.seconds * 1000 for o in outcomes]) if outcomes else np.zeros(1)
     result["latency_ms"] = {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95))}
+    cascade = cascade_share(outcomes)
+    if cascade:
+        result["cascade"] = cascade
     return result
 
 
@@ -108,7 +130,7 @@ def format_report(rep: dict) -> str:
     cols = ("n", "hit@1", "hit@3", "answered_correct", "wrong_answer", "oos_abstain")
     lines = [f"{'':8}" + "".join(f"{c:>18}" for c in cols)]
     for name, m in rep.items():
-        if name == "latency_ms":
+        if name in ("latency_ms", "cascade"):
             continue
         cells = []
         for c in cols:
@@ -120,6 +142,10 @@ def format_report(rep: dict) -> str:
         lines.append(f"{name:8}" + "".join(cells))
     lat = rep["latency_ms"]
     lines.append(f"latency  p50 {lat['p50']:.1f} ms   p95 {lat['p95']:.1f} ms  (sequential)")
+    if "cascade" in rep:
+        c = rep["cascade"]
+        ways = ", ".join(f"{path} {share:.1%}" for path, share in c["shares"].items())
+        lines.append(f"cascade  reached e5: {c['reached_e5']:.1%} of {c['n']} searches  ({ways})")
     return "\n".join(lines)
 
 
@@ -174,4 +200,4 @@ def confusion(outcomes: list[Outcome]) -> list[dict]:
 def outcome_dict(o: Outcome) -> dict:
     return {"q": o.case.q, "accept": list(o.case.accept), "lang": o.case.lang,
             "decision": o.decision, "ranked": list(o.ranked), "scores": list(o.scores),
-            "hit@1": o.hit(1) if o.in_scope else None, "ms": round(o.seconds * 1000, 2)}
+            "hit@1": o.hit(1) if o.in_scope else None, "ms": round(o.seconds * 1000, 2), "path": o.path}

@@ -224,8 +224,10 @@ def render(data: dict, charts: dict[str, bytes]) -> str:
         ["", "n (in / oos)", "hit@1", "hit@3", "answered-correct", "wrong-answer", "out-of-scope abstain"],
         [[html.escape(name), f"{m['n']} ({m['n_in_scope']} / {m['n_oos']})",
           *(_fmt(m[c]) for c in cols[1:])]
-         for name, m in metrics.items() if name != "latency_ms"])
+         for name, m in metrics.items() if name not in ("latency_ms", "cascade")])
     lat = metrics["latency_ms"]
+    cascade = (f" Searches that needed e5 (the cascade's second stage): {metrics['cascade']['reached_e5']:.1%}."
+               if metrics.get("cascade") else "")
 
     entries = data["per_entry"]
     entry_rows, entry_cls = [], []
@@ -268,7 +270,7 @@ def render(data: dict, charts: dict[str, bytes]) -> str:
  · {html.escape(data['created'])}<br>
 thresholds (from the index's calibrated params): answer ≥ {_fmt(th['t_answer'])} with a lead of
  ≥ {_fmt(th['margin'])}; clarify ≥ {_fmt(th['t_clarify'])}; below: no answer.
- Latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms (sequential).</p>
+ Latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms (sequential).{cascade}</p>
 <h2>Summary</h2>{summary}
 <p class="meta"><i>answered-correct</i>: answered outright with an accepted entry (share of in-scope
 questions). <i>wrong-answer</i>: answered outright and wrong, over all questions.</p>

@@ -467,6 +467,7 @@ class Retriever:
 
     def _search(self, query: str, k: int) -> SearchResult:
         if is_blank_or_noise(query) or is_smalltalk(query):
+            self.paths["smalltalk"] += 1
             return SearchResult(query=query, decision="none", results=(), kb_version=self.kb.version)
         p = self.params
         exact = self._exact.get(match_key(query))

@@ -106,3 +106,21 @@ def test_eval_command_writes_the_report(tmp_path, capsys):
         assert figure in out
     assert f"report: {tmp_path / 'out' / 'eval.html'}" in out
     assert (tmp_path / "out" / "eval.html").exists() and (tmp_path / "out" / "eval.json").exists()
+
+
+def test_the_cascade_share_counts_the_way_each_search_went():
+    from retrieval.retriever import Retriever
+    from retrieval.kb import load_kb
+    from core.settings import REPO_ROOT
+
+    retriever = Retriever(load_kb(REPO_ROOT / "kb" / "faq_zh.md"))          # BM25 only: path "bm25"
+    retriever.warm_up()
+    cases = [Case("健康码可以截图吗", ("personal.screenshot",), "zh"), Case("天气怎么样", (), "zh")]
+    outcomes = evaluate.run(retriever, cases) + evaluate.run(retriever, cases[:1])    # the last: cached
+    assert [o.path for o in outcomes] == ["bm25", "bm25", "cached"]
+    share = evaluate.cascade_share(outcomes)
+    assert share["n"] == 3 and share["reached_e5"] == 0.0
+    assert share["shares"] == {"bm25": 2 / 3, "cached": 1 / 3}
+    outcomes.append(Outcome(cases[0], "answer", ("personal.screenshot",), 0.01, (0.9,), "full"))
+    assert evaluate.cascade_share(outcomes)["reached_e5"] == 0.25
+    assert "reached e5: 25.0%" in evaluate.format_report(evaluate.report(outcomes))
