@@ -19,13 +19,24 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def __aenter__(self) -> "Connection":
+    async def connect(self) -> "Connection":
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    def usable(self) -> bool:
+        """False once the server has closed the connection (e.g. its keep-alive timeout passed
+        while the connection sat idle in a pool): reusing it would fail."""
+        return bool(self.reader and self.writer) and not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
         if self.writer:
             self.writer.close()
+
+    async def __aenter__(self) -> "Connection":
+        return await self.connect()
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
 
     async def request(self, method: str, path: str, *, params: dict | None = None,
                       json_body: dict | None = None) -> tuple[int, bytes]:
@@ -39,6 +50,8 @@ class Connection:
             head += "Content-Type: application/json\r\n"
         self.writer.write(head.encode() + b"\r\n" + body)
         status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("connection closed by the server before a response")
         status = int(status_line.split()[1])
         length = 0
         while True:
