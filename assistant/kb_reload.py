@@ -34,7 +34,7 @@ from core.settings import Settings
 log = logging.getLogger("hc.kb")
 
 _busy = threading.Lock()
-KEEP_BUILT = 3   # index folders a reload keeps under var/kb-index (the newest)
+KEEP_BUILT = 2   # index folders a reload keeps under var/kb-index (the newest; ~560 MB each with model.onnx)
 
 
 class ReloadBusy(RuntimeError):
@@ -141,7 +141,7 @@ def _dense_retriever(settings: Settings, kb, index_dir: Path | None):
 
 
 def _prune(root: Path, keep: Path) -> None:
-    """Drop all but the newest few reload-built indexes (each is a few MB of vectors)."""
+    """Drop all but the newest few reload-built indexes (each holds its e5 as ONNX, ~0.5 GB)."""
     dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
                   key=lambda d: d.stat().st_mtime, reverse=True)
     for old in dirs[KEEP_BUILT:]:

@@ -4,6 +4,9 @@
   python -m retrieval search "健康码能截图吗" [--k 3] [--index DIR --model DIR | --bm25-only]
   python -m retrieval eval --dev PATH [--index DIR --model DIR | --bm25-only] [--misses] [--report DIR]
   python -m retrieval report [--since DAYS] [--limit N] [--json]   # what users asked that the KB lacks
+  python -m retrieval export-onnx --index DIR --model DIR   # add model.onnx to an older index
+
+search and eval take --engine auto|onnx|torch (auto: onnxruntime when the index has model.onnx).
 
 Without --index, search and eval build a calibrated retriever in memory (slower start).
 """
@@ -35,7 +38,7 @@ def _retriever(args):
     if args.model is None:
         sys.exit("error: --model DIR is required (or --bm25-only); HC_MODEL_DIR also works")
     if args.index is not None:
-        return idx.load_retriever(args.index, args.kb, args.model, kb=kb)
+        return idx.load_retriever(args.index, args.kb, args.model, kb=kb, engine=args.engine)
     return idx.build_retriever(kb, idx._encoder(args.model))
 
 
@@ -50,6 +53,18 @@ def cmd_build(args) -> int:
     print(f"index written to {out} in {time.perf_counter() - t0:.1f} s "
           f"({meta['phrasings']} phrasings, kb {meta['kb_version']}, model {meta['model']})")
     print(json.dumps(meta["params"], ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    from retrieval import onnx_export
+
+    if args.model is None or args.index is None:
+        sys.exit("error: --index DIR and --model DIR are required")
+    t0 = time.perf_counter()
+    info = onnx_export.add_to_index(args.index, args.model)
+    print(f"{Path(args.index) / info['file']} written in {time.perf_counter() - t0:.1f} s "
+          f"({info['bytes'] / 1e6:.0f} MB, min probe cosine {info['min_probe_cosine']})")
     return 0
 
 
@@ -123,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if index:
             p.add_argument("--index", type=Path, default=art.index_dir)
             p.add_argument("--bm25-only", action="store_true", help="lexical baseline, no encoder")
+            p.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto",
+                           help="e5 runtime for --index (auto: onnxruntime if the index has model.onnx)")
 
     p = sub.add_parser("build", help="encode the KB, calibrate, write the index")
     common(p, index=False)
@@ -143,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, metavar="DIR",
                    help="also write DIR/eval.html (charts inline) and DIR/eval.json")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export-onnx", help="add model.onnx (the index's fine-tuned e5) to an index")
+    p.add_argument("--index", type=Path, default=art.index_dir)
+    p.add_argument("--model", type=Path, default=art.model_dir)
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("report", help="questions the bot could not answer, grouped, most frequent first")
     p.add_argument("--since", type=float, metavar="DAYS", help="only the last DAYS days (default: all)")

@@ -4,6 +4,8 @@ An index directory holds:
   dense.faiss      faiss IndexFlatIP of the e5-encoded phrasings
   use.npy          the USE-encoded phrasings (when the calibrated fusion gives USE a weight)
   e5_delta.safetensors  the fine-tuned e5 weights over the base model (retrieval.finetune)
+  model.onnx(.data)  the same encoder (delta included) for onnxruntime (retrieval.onnx_export):
+                   serving loads it instead of PyTorch; indexes without it still load via torch
   phrasings.json   [{"entry": faq_id, "text": ...}], row order of the faiss index
   meta.json        format, kb_version, model id, calibrated params, build time
 
@@ -34,6 +36,9 @@ META = "meta.json"
 PHRASINGS = "phrasings.json"
 USE_VECTORS = "use.npy"
 DELTA_FILE = "e5_delta.safetensors"   # retrieval.finetune.DELTA_FILE, without importing torch here
+ONNX_FILE = "model.onnx"              # retrieval.onnx_export.ONNX_FILE (graph) ...
+ONNX_DATA = "model.onnx.data"         # ... and DATA_FILE (its weights)
+ENGINES = ("auto", "onnx", "torch")   # which e5 runtime load_retriever uses; auto: ONNX when built
 DEFAULT_OOS = Path(__file__).resolve().parent.parent / "kb" / "calibration_oos.txt"
 
 
@@ -66,6 +71,18 @@ def _load_kb(kb_path: str | Path) -> KnowledgeBase:
 def _encoder(model_dir: str | Path):
     from retrieval.encoder import E5Encoder
     return E5Encoder(model_dir)
+
+
+def _onnx_encoder(onnx_path: Path, model_dir: str | Path):
+    from retrieval.onnx_encoder import OnnxE5Encoder
+    return OnnxE5Encoder(onnx_path, model_dir)
+
+
+def has_onnx(index_dir: str | Path, meta: dict | None = None) -> bool:
+    """The index carries an exported encoder (recorded in meta.json and on disk)."""
+    meta = read_meta(index_dir) if meta is None else meta
+    return bool(meta.get("onnx")) and all((Path(index_dir) / name).is_file()
+                                          for name in (ONNX_FILE, ONNX_DATA))
 
 
 def use_available() -> bool:
@@ -101,9 +118,11 @@ def build_retriever(kb: KnowledgeBase, encoder=None, *, bm25_only: bool = False,
 
 
 def write_index(retriever: Retriever, out_dir: str | Path, *, model: str,
-                finetune: dict | None = None) -> Path:
+                finetune: dict | None = None, model_dir: str | Path | None = None,
+                onnx: bool | None = None) -> Path:
     """Write the retriever's dense index, phrasing map and params atomically to out_dir
-    (with finetune stats: the encoder's fine-tuned weights too)."""
+    (with finetune stats: the encoder's fine-tuned weights too; with model_dir and a PyTorch
+    e5 encoder, unless onnx is False: the encoder exported to model.onnx for serving)."""
     if retriever.dense is None:
         raise ValueError("a bm25-only retriever has no index to write")
     out_dir = Path(out_dir)
@@ -122,12 +141,21 @@ def write_index(retriever: Retriever, out_dir: str | Path, *, model: str,
             use_model = use_model_id()
         if finetune is not None:
             retriever.encoder.save_delta(tmp / DELTA_FILE)
+        onnx_meta = None
+        if onnx is not False and model_dir is not None:
+            from retrieval import onnx_export
+
+            if onnx_export.supports(retriever.encoder):
+                onnx_meta = onnx_export.export_encoder(retriever.encoder, tmp, model_dir)
+            elif onnx:
+                raise ValueError(f"cannot export {type(retriever.encoder).__name__} to ONNX")
         meta = {
             "format": FORMAT,
             "kb_version": kb.version,
             "model": model,
             "use_model": use_model,
             "finetune": finetune,
+            "onnx": onnx_meta,
             "dim": retriever.dense.dim,
             "phrasings": len(rows),
             "params": retriever.params.to_dict(),
@@ -157,8 +185,13 @@ def build_index(kb_path: str | Path, model_dir: str | Path, out_dir: str | Path,
                 encoder=None, oos_path: str | Path = DEFAULT_OOS, use=None,
                 finetune: bool | None = None) -> Path:
     """Fine-tune e5 on the KB (when the encoder supports it and finetune is not False), encode
-    the KB, calibrate the thresholds on phrasings the model did not train on, write the index.
-    Returns out_dir."""
+    the KB, calibrate the thresholds on phrasings the model did not train on, write the index
+    (and model.onnx). Returns out_dir.
+
+    This needs PyTorch (fine-tuning, the export). Serving an index never does, but a KB reload
+    that has to build a new index (assistant.kb_reload) runs this inside the app process, so
+    torch gets imported there: acceptable for a rare admin action; the retriever it then loads
+    still runs on onnxruntime."""
     kb = _load_kb(kb_path)
     encoder = encoder or _encoder(model_dir)
     if finetune is None:
@@ -171,7 +204,8 @@ def build_index(kb_path: str | Path, model_dir: str | Path, out_dir: str | Path,
         positives = ft.calibration_rows(ph)
         stats = ft.finetune(encoder, ph, ~positives)
     retriever = build_retriever(kb, encoder, oos_path=oos_path, use=use, positives=positives)
-    return write_index(retriever, out_dir, model=model_id(model_dir), finetune=stats)
+    return write_index(retriever, out_dir, model=model_id(model_dir), finetune=stats,
+                       model_dir=model_dir)
 
 
 def read_meta(index_dir: str | Path) -> dict:
@@ -195,8 +229,15 @@ def check_fresh(index_dir: str | Path, kb: KnowledgeBase, model: str) -> dict:
 
 def load_retriever(index_dir: str | Path, kb_path: str | Path, model_dir: str | Path, *,
                    encoder=None, kb: KnowledgeBase | None = None, warm: bool = True,
-                   batching: bool = True, cache_size: int = 1024, use=None) -> Retriever:
-    """A retriever over a built index: no re-encoding of the KB, only the encoder load."""
+                   batching: bool = True, cache_size: int = 1024, use=None,
+                   engine: str = "auto") -> Retriever:
+    """A retriever over a built index: no re-encoding of the KB, only the encoder load.
+
+    Without an encoder given, e5 runs on onnxruntime from the index's model.onnx when it has
+    one (engine "auto" or "onnx"), so the serving process never imports torch; else (or with
+    engine "torch") through PyTorch, base model + the index's fine-tuned delta."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     kb = kb or _load_kb(kb_path)
     meta = check_fresh(index_dir, kb, model_id(model_dir))
     rows = json.loads((Path(index_dir) / PHRASINGS).read_text("utf-8"))
@@ -207,9 +248,18 @@ def load_retriever(index_dir: str | Path, kb_path: str | Path, model_dir: str | 
         raise StaleIndexError("index phrasings differ from the KB's")
     owners = [ids[r["entry"]] for r in rows]
     dense = DenseIndex.load(Path(index_dir), owners, len(kb.entries))
-    encoder = encoder or _encoder(model_dir)
-    if meta.get("finetune"):
-        encoder.load_delta(Path(index_dir) / DELTA_FILE)
+    onnx = encoder is None and engine != "torch" and has_onnx(index_dir, meta)
+    if engine == "onnx" and not onnx:
+        if encoder is not None:
+            raise ValueError("engine='onnx' loads the index's own encoder: pass no encoder")
+        raise StaleIndexError(f"index {index_dir} has no {ONNX_FILE}: "
+                              "add one with `python -m retrieval export-onnx`")
+    if onnx:
+        encoder = _onnx_encoder(Path(index_dir) / ONNX_FILE, model_dir)  # fine-tuned weights inside
+    else:
+        encoder = encoder or _encoder(model_dir)
+        if meta.get("finetune"):
+            encoder.load_delta(Path(index_dir) / DELTA_FILE)
     params = Params.from_dict(meta["params"])
     use_vectors = None
     if params.w_use > 0 and not params.bm25_only:
