@@ -94,6 +94,13 @@ def create_app(settings: Settings | None = None, *, load_index: bool = True) -> 
 
             loaded = await asyncio.to_thread(demo.load, china_today())
             logs.log_event(log, "demo_accounts_loaded", count=len(loaded))
+        if task is not None:
+            # uvicorn opens the port only once the lifespan has started: behind a load balancer
+            # an instance that is still loading refuses the connection, so the balancer sends the
+            # request to another one (nginx retries a refused POST, never a 503), and a turn can
+            # never meet the busy apology. A load that fails ends the process (the supervisor
+            # says so) instead of serving 503s forever.
+            await task
         yield
         await channel_runtime.stop(app.state.channels)
         await kb_sync.stop(app.state.kb_sync)

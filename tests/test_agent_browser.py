@@ -541,7 +541,9 @@ def test_phone_viewport_one_column_with_back_button(web_stack, new_context):
     page.click("[data-hc=claim]")
     page.wait_for_selector("[data-hc=ticket][data-status=claimed]")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    box = page.locator("[data-hc=transcript-line]").first.bounding_box()
+    line = page.locator("[data-hc=transcript-line]").first
+    line.wait_for(state="visible")                # the transcript renders after the claim's re-read
+    box = line.bounding_box()
     assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390
     assert serious_accessibility_violations(page) == []
     screenshot(page, "agent-phone")
