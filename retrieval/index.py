@@ -258,7 +258,9 @@ def load_retriever(index_dir: str | Path, kb_path: str | Path, model_dir: str | 
         encoder = _onnx_encoder(Path(index_dir) / ONNX_FILE, model_dir)  # fine-tuned weights inside
     else:
         encoder = encoder or _encoder(model_dir)
-        if meta.get("finetune"):
+        # An ONNX encoder passed in carries its index's fine-tuned weights already (it can only
+        # be this index's: the caller reuses a loaded one); a PyTorch one gets the delta.
+        if meta.get("finetune") and hasattr(encoder, "load_delta"):
             encoder.load_delta(Path(index_dir) / DELTA_FILE)
     params = Params.from_dict(meta["params"])
     use_vectors = None
