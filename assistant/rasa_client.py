@@ -7,7 +7,7 @@ request never reached it, and the tracker store is shared, so the conversation g
 """
 from __future__ import annotations
 
-import zlib
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +36,10 @@ def server_urls(base_urls: str) -> list[str]:
 
 
 def pinned(sender: str, count: int) -> int:
-    """The server index of a conversation: crc32, the same in every app instance and process."""
-    return zlib.crc32(sender.encode("utf-8")) % count
+    """The server index of a conversation: a keyed-nothing blake2b of its id, so the same in
+    every app instance and process (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(sender.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
 
 
 class RasaClient:

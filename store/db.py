@@ -1,6 +1,7 @@
 """Engine, sessions and migrations for the app's own tables (feedback now; accounts, tickets later)."""
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
 
+log = logging.getLogger("hc.store")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant will do: it only has to be the same in every process that migrates this database.
 _PG_MIGRATION_LOCK = 0x48434D47   # "HCMG"
@@ -60,6 +62,8 @@ def _sqlite_engine(url: URL, **kwargs) -> Engine:
     kwargs.setdefault("connect_args", {}).setdefault("timeout", 15)
     engine = create_engine(url, **kwargs)
 
+    _serialise_writes(engine, _write_lock(url.database or ":memory:"))
+
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
@@ -71,6 +75,53 @@ def _sqlite_engine(url: URL, **kwargs) -> Engine:
         cursor.close()
 
     return engine
+
+
+# One write lock per SQLite file in this process. SQLite lets one writer in at a time; a second
+# connection that tries meets SQLITE_BUSY and its busy handler *sleeps* (1, 2, 5, 10, ... ms) before
+# trying again, so 16 chat turns writing at once spent most of their time asleep. Taken at a
+# transaction's first write and given back at its end, the lock queues them instead: each goes in
+# the moment the previous one commits. Reentrant: a transaction that opens another on a second
+# connection in the same thread keeps working as it did (SQLite decides, as before).
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_guard = threading.Lock()
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+_HELD = "hc_write_lock"
+
+
+def _write_lock(database: str) -> threading.RLock:
+    key = database if database == ":memory:" else str(Path(database).resolve())
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, threading.RLock())
+
+
+def _serialise_writes(engine: Engine, lock: threading.RLock) -> None:
+    def release(info: dict) -> None:
+        held = info.pop(_HELD, None)
+        if held is not None:
+            try:
+                held.release()
+            except RuntimeError:     # released from another thread than it was taken in
+                log.warning("sqlite write lock released by another thread")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _take(conn, _cursor, statement, _params, _context, _many):
+        if _HELD not in conn.info and statement.lstrip()[:7].upper().startswith(_WRITES):
+            lock.acquire()
+            conn.info[_HELD] = lock
+
+    @event.listens_for(engine, "commit")
+    def _after_commit(conn):
+        release(conn.info)
+
+    @event.listens_for(engine, "rollback")
+    def _after_rollback(conn):
+        release(conn.info)
+
+    # A connection going back to the pool without either (its transaction reset on return).
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):
+        release(record.info)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

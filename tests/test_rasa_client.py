@@ -59,6 +59,9 @@ def test_each_conversation_stays_on_one_server_and_both_are_used():
     assert all(len(h) == 1 for h in hosts.values())                 # pinned
     assert {h for hs in hosts.values() for h in hs} == {"rasa-a", "rasa-b"}
     assert all(hosts[s] == {["rasa-a", "rasa-b"][pinned(s, 2)]} for s in senders)
+    # Evenly: ids that differ in a digit or two spread over both servers.
+    shares = [sum(pinned(f"bench-{w}-{i}", 2) == k for w in range(16) for i in range(50)) / 800 for k in (0, 1)]
+    assert min(shares) > 0.4, shares
 
 
 def test_a_refused_connection_goes_to_the_next_server_and_all_down_is_unavailable():

@@ -138,6 +138,43 @@ def check_action_calls_share_one_session_per_headers_and_loop() -> None:
     asyncio.run(sessions())
 
 
+def check_action_results_get_the_same_verdict_as_the_full_schema() -> None:
+    import jsonschema
+    from rasa.core.actions.action import RemoteAction
+
+    from channels import rasa_patches
+
+    schema = RemoteAction.action_response_format_spec()
+    action = RemoteAction("action_answer_faq", None)
+    good = [
+        {"events": [], "responses": []},
+        {"events": [{"event": "slot", "name": "lang", "value": "zh", "timestamp": None}],
+         "responses": [{"text": "好的", "buttons": [{"title": "是", "payload": "/affirm"}]}]},
+        {"events": [{"event": "followup", "name": "action_listen"}, {"event": "bot", "text": "x"}]},
+        {"responses": [{"custom": {"meta": {"faq_id": "personal.screenshot"}}}]},
+    ]
+    bad = [
+        {"events": [{"name": "lang"}]},                                   # no "event"
+        {"events": [{"event": "no_such_event"}]},
+        {"events": [{"event": "slot", "name": "lang", "timestamp": "yesterday"}]},
+        {"events": [{"event": "followup"}]},                              # its required name
+        {"events": "not a list"},
+        {"responses": [1]},
+    ]
+    for result in good + bad:
+        try:
+            jsonschema.validate(result, schema)
+            expected = True
+        except jsonschema.ValidationError:
+            expected = False
+        try:
+            got = rasa_patches._validate_action_result(action, result)
+        except jsonschema.ValidationError:
+            got = False
+        assert got == expected, (result, expected, got)
+    assert all(rasa_patches._validate_action_result(action, r) for r in good)
+
+
 def main() -> None:
     results = {}
     for name, fn in sorted(globals().items()):
