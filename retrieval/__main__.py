@@ -99,6 +99,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_cascade(args) -> int:
+    from retrieval import evaluate
+
+    retriever = _retriever(args)
+    sets = {path.stem: evaluate.load_cases(path) for path in args.dev}
+    for row in evaluate.cascade_sweep(retriever, sets):
+        cells = [f"cheap answer ≥ {row['cheap_t_answer']:.2f}, lead ≥ {row['cheap_margin']:.2f}"
+                 + (" (calibrated)" if row["calibrated"] else "")]
+        for name in sets:
+            r = row[name]
+            cells.append(f"{name}: hit@1 {r['hit@1']:.3f}, wrong {r['wrong_answer']:.3f}, "
+                         f"reached e5 {r['reached_e5']:.0%}")
+        print(" | ".join(cells))
+    return 0
+
+
 def cmd_report(args) -> int:
     """The questions the bot could not answer (stored by assistant.feedback), grouped."""
     from assistant import feedback
@@ -160,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, metavar="DIR",
                    help="also write DIR/eval.html (charts inline) and DIR/eval.json")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("cascade", help="what-if: lower cheap-stage thresholds, e5 share vs wrong answers")
+    common(p)
+    p.add_argument("--dev", type=Path, action="append", required=True, help="a labelled set (repeatable)")
+    p.set_defaults(func=cmd_cascade)
 
     p = sub.add_parser("export-onnx", help="add model.onnx (the index's fine-tuned e5) to an index")
     p.add_argument("--index", type=Path, default=art.index_dir)

@@ -82,6 +82,33 @@ def run(retriever: Retriever, cases: list[Case], k: int = 3) -> list[Outcome]:
 E5_PATHS = {"full"}
 
 
+# The cheap stage's answer thresholds (cheap_t_answer, cheap_margin) tried by cascade_sweep,
+# from the calibrated ones (None) down: how much of e5's work each would save, at what cost.
+SWEEP = (None, (0.62, 0.15), (0.58, 0.12), (0.54, 0.09), (0.50, 0.06))
+
+
+def cascade_sweep(retriever: Retriever, sets: dict[str, list[Case]], grid=SWEEP) -> list[dict]:
+    """For each cheap-stage setting: every labelled set's hit@1, wrong-answer rate and share of
+    searches that reached e5 (a what-if on the loaded index; nothing is changed)."""
+    import dataclasses
+
+    rows = []
+    for point in grid:
+        params = retriever.params if point is None else dataclasses.replace(
+            retriever.params, cheap_t_answer=point[0], cheap_margin=point[1])
+        probe = retriever.with_params(params)
+        probe.warm_up()
+        row = {"cheap_t_answer": params.cheap_t_answer, "cheap_margin": params.cheap_margin,
+               "calibrated": point is None}
+        for name, cases in sets.items():
+            out = run(probe, cases)
+            m, c = metrics(out), cascade_share(out)
+            row[name] = {"hit@1": m["hit@1"], "wrong_answer": m["wrong_answer"],
+                         "reached_e5": c.get("reached_e5")}
+        rows.append(row)
+    return rows
+
+
 def cascade_share(outcomes: list[Outcome]) -> dict:
     """How the searches went: the share of each way and the share that needed e5 at all."""
     known = [o.path for o in outcomes if o.path is not None]

@@ -177,3 +177,18 @@ def test_the_result_cache_is_bounded_and_can_be_off():
     off, _, _ = make(cache_size=0)
     off.search("明天福州会下雨吗")
     assert off.cached_result("明天福州会下雨吗") is None
+
+
+def test_the_cascade_sweep_reports_each_setting_without_changing_the_retriever():
+    from retrieval import evaluate
+    from retrieval.evaluate import Case
+
+    r, _, _ = make(replace(BASE, cheap_t_answer=0.99, cheap_margin=0.5, cheap_t_none=0.0))
+    # Not the KB's own words (those take the exact path, never e5).
+    cases = [Case(e.question + "呢", (e.id,), "zh") for e in r.kb.entries] + [Case("明天福州会下雨吗", (), "zh")]
+    rows = evaluate.cascade_sweep(r, {"kb": cases}, grid=(None, (0.0, 0.0)))
+    assert [row["calibrated"] for row in rows] == [True, False]
+    strict, loose = rows[0]["kb"], rows[1]["kb"]
+    # A cheap stage that answers whatever BM25 and USE agree on sends fewer searches to e5.
+    assert loose["reached_e5"] < strict["reached_e5"]
+    assert r.params.cheap_t_answer == 0.99                       # the loaded one is untouched
