@@ -33,8 +33,8 @@ from tools.stack import running_stack
 DEFAULT_QUESTIONS = REPO_ROOT.parent / "shared" / "eval" / "faq_dev.jsonl"
 
 
-def process_tree_rss_mb(root_pid: int) -> float:
-    """RSS of a process and all its descendants, from /proc."""
+def descendants(root_pid: int) -> list[int]:
+    """A process and all its descendants, from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -42,10 +42,18 @@ def process_tree_rss_mb(root_pid: int) -> float:
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue
-    total_kb, todo = 0, [root_pid]
+    out, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
+        out.append(pid)
         todo.extend(children.get(pid, []))
+    return out
+
+
+def process_tree_rss_mb(root_pid: int) -> float:
+    """RSS of a process and all its descendants, from /proc."""
+    total_kb = 0
+    for pid in descendants(root_pid):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

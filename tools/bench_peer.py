@@ -13,14 +13,13 @@ import contextlib
 import functools
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 from core.settings import REPO_ROOT
-from tools.stack import free_port
+from tools.stack import free_port, stop_group, wait_until
 
 GREETING = "你好"
 REST_PATH = "/webhooks/rest/webhook"
@@ -63,25 +62,11 @@ def running_stock_rasa(work_dir: Path, rasa_bin: Path, model: Path, timeout_s: f
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"stock Rasa exited with {proc.returncode}; see {log.name}")
-            try:
-                if rest_greet(base, "bench-peer-ready", timeout_s=5):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() - t0 > timeout_s:
-                raise RuntimeError(f"stock Rasa not answering after {timeout_s}s; see {log.name}")
-            time.sleep(0.5)
+        wait_until(proc, lambda: rest_greet(base, "bench-peer-ready", timeout_s=5), t0, timeout_s,
+                   f"stock Rasa (see {log.name})")
         yield base, time.monotonic() - t0, proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
 
 

@@ -41,24 +41,39 @@ def running_stack(var_dir: Path, env: dict[str, str] | None = None, timeout_s: f
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"stack exited with {proc.returncode}; see {var_dir / 'stack.log'}")
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - t0 > timeout_s:
-                raise RuntimeError(f"stack not healthy after {timeout_s}s; see {var_dir / 'stack.log'}")
-            time.sleep(0.5)
+        wait_until(proc, lambda: _healthy(base), t0, timeout_s, f"the stack (see {var_dir / 'stack.log'})")
         yield base, time.monotonic() - t0, proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
+
+
+def _healthy(base: str) -> bool:
+    with urllib.request.urlopen(base + "/healthz", timeout=2) as resp:
+        return resp.status == 200
+
+
+def wait_until(proc: subprocess.Popen, ready, t0: float, timeout_s: float, what: str) -> None:
+    """Poll `ready()` (OSError counts as not yet) until it is true; RuntimeError when `proc`
+    exits first or `timeout_s` passes since `t0`."""
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if time.monotonic() - t0 > timeout_s:
+            raise RuntimeError(f"{what} not ready after {timeout_s}s")
+        time.sleep(0.5)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGINT to the process group started with start_new_session, SIGKILL after 30 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
