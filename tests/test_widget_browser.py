@@ -238,6 +238,19 @@ def test_the_2000_character_limit_is_refused_before_sending(web_stack, new_conte
     expect(page.locator("[data-hc=limit]")).to_be_hidden()
 
 
+def refused_once(calls: list, status: int, code: str):
+    """A route handler: the first chat request gets `status` with Retry-After: 1, the rest go
+    through; `calls` counts them."""
+    def handle(route):
+        calls.append(1)
+        if len(calls) == 1:
+            route.fulfill(status=status, headers={"Retry-After": "1"}, content_type="application/json",
+                          body=json.dumps({"error": {"code": code, "message": code}}))
+        else:
+            route.continue_()
+    return handle
+
+
 def test_api_down_keeps_the_message_and_retry_sends_it(web_stack, new_context):
     page = new_context().new_page()
     open_widget(page, web_stack.base)
@@ -260,16 +273,7 @@ def test_api_down_keeps_the_message_and_retry_sends_it(web_stack, new_context):
 
     # A busy bot (503 with Retry-After): the same inline state, retried by itself after it.
     calls = []
-
-    def busy_once(route):
-        calls.append(1)
-        if len(calls) == 1:
-            route.fulfill(status=503, headers={"Retry-After": "1"}, content_type="application/json",
-                          body='{"error":{"code":"bot_unavailable","message":"restarting"}}')
-        else:
-            route.continue_()
-
-    page.route("**/api/v1/chat", busy_once)
+    page.route("**/api/v1/chat", refused_once(calls, 503, "bot_unavailable"))
     ask(page, "为什么我的码是橙色")
     expect(alert).to_contain_text("正忙")
     expect(bubble(page, "bot", "橙色")).to_be_visible(timeout=10_000)
@@ -280,16 +284,7 @@ def test_api_down_keeps_the_message_and_retry_sends_it(web_stack, new_context):
     # Too many messages (429 with Retry-After): said as such, not as "offline", and sent again
     # by itself once the limit lets it through.
     limited = []
-
-    def limited_once(route):
-        limited.append(1)
-        if len(limited) == 1:
-            route.fulfill(status=429, headers={"Retry-After": "1"}, content_type="application/json",
-                          body='{"error":{"code":"rate_limited","message":"too many requests"}}')
-        else:
-            route.continue_()
-
-    page.route("**/api/v1/chat", limited_once)
+    page.route("**/api/v1/chat", refused_once(limited, 429, "rate_limited"))
     ask(page, "健康码可以截图吗")
     expect(alert).to_contain_text("发送太快")
     expect(alert).not_to_contain_text("连不上")
