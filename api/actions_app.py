@@ -69,12 +69,24 @@ def action_call_problem(call: Any) -> str | None:
     return None
 
 
+# Every custom action is the last step of its rule (bot/data/rules.yml; tests/test_actions_app.py
+# holds the rules to that): after it the bot listens. Saying so in the action's events spares Rasa
+# a second run of its policies per turn (the followup action is taken without predicting).
+TURN_ENDS = {"event": "followup", "name": "action_listen"}
+
+
+def ending_turn(response: dict[str, Any]) -> dict[str, Any]:
+    events = response.get("events")
+    response["events"] = [*(events if isinstance(events, list) else []), TURN_ENDS]
+    return response
+
+
 def apology(tracker: dict[str, Any]) -> dict[str, Any]:
-    """The action response for an action that failed: a polite message, no events."""
+    """The action response for an action that failed: a polite message, then listening."""
     slots = tracker.get("slots") if isinstance(tracker.get("slots"), dict) else {}
     lang = "en" if slots.get("lang") == "en" else "zh"
-    return {"events": [], "responses": [{"text": text("service_unavailable", lang)},
-                                        {"custom": {"meta": {"error": "service_unavailable"}}}]}
+    return ending_turn({"events": [], "responses": [{"text": text("service_unavailable", lang)},
+                                                    {"custom": {"meta": {"error": "service_unavailable"}}}]})
 
 
 def create_actions_app(settings: Settings) -> FastAPI:
@@ -125,6 +137,6 @@ def create_actions_app(settings: Settings) -> FastAPI:
                                                         "error": errors.error_kind(exc),
                                                         "where": errors.error_where(exc)}})
             return JSONResponse(apology(action_call["tracker"]))
-        return JSONResponse(result.model_dump() if result else None)
+        return JSONResponse(ending_turn(result.model_dump()) if result else None)
 
     return app

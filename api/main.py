@@ -238,7 +238,14 @@ def main() -> None:
     logs.configure()
     settings = get_settings()
     redact_logs(settings)
-    asyncio.run(serve(settings))
+    # uvloop: the event loop's own work (sockets, call_soon_threadsafe from the worker threads)
+    # was a visible share of a chat turn's CPU on the stdlib loop.
+    try:
+        import uvloop
+    except ImportError:       # pragma: no cover - it is in requirements/app.txt
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ a 4xx; an action whose service fails still answers the user."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
-from api.actions_app import create_actions_app, load_domain
+from api.actions_app import TURN_ENDS, create_actions_app, load_domain
 from api.main import create_app
 from assistant import kb_reload, runtime
 from core.settings import REPO_ROOT, Settings
@@ -112,7 +114,33 @@ def test_an_action_whose_service_fails_still_answers_politely(client, monkeypatc
         assert resp.status_code == 200
         body = resp.json()
         assert word in body["responses"][0]["text"] and "0591-62623959" in body["responses"][0]["text"]
-        assert body["events"] == []
+        assert body["events"] == [TURN_ENDS]      # no slot changes; the turn still ends
+
+
+def test_every_action_response_ends_the_turn(client):
+    body = post(client, call("action_answer_faq", "健康码可以截图吗", "faq")).json()
+    assert body["events"][-1] == {"event": "followup", "name": "action_listen"}
+    assert body["events"].count(TURN_ENDS) == 1
+
+
+def test_every_custom_action_is_the_last_step_of_its_rules():
+    """TURN_ENDS tells Rasa to listen after any custom action: true only while no rule or story
+    goes on after one. A rule that does must change the webhook first."""
+    bot = Path(__file__).resolve().parents[1] / "bot"
+    custom = set(yaml.safe_load((bot / "domain.yml").read_text(encoding="utf-8"))["actions"])
+    checked = 0
+    for path in sorted((bot / "data").glob("*.yml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for item in [*(data.get("rules") or []), *(data.get("stories") or [])]:
+            steps = item.get("steps") or []
+            for i, step in enumerate(steps):
+                if step.get("action") in custom:
+                    checked += 1
+                    # Next comes the user's turn (or the rule ends, and the bot waits for one).
+                    assert i == len(steps) - 1 or "intent" in steps[i + 1], \
+                        f"{path.name}: {item.get('rule') or item.get('story')}"
+            assert item.get("wait_for_user_input", True), item
+    assert checked >= len(custom)
 
 
 def test_the_user_facing_app_has_no_action_webhook(tmp_path, monkeypatch):

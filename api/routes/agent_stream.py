@@ -63,7 +63,7 @@ async def agent_stream(request: Request, settings: SettingsDep, after: Cursor = 
         if not await asyncio.to_thread(accounts.agent_active, agent_id):
             raise ApiError(401, "invalid_token", "the agent of this stream ticket is revoked")
     else:
-        agent_id = (await asyncio.to_thread(require_agent, request)).id
+        agent_id = (await require_agent(request)).id
     cursor = resume_cursor(last_event_id, after)
     if cursor is None:
         cursor = await asyncio.to_thread(tickets.last_event_id)

@@ -249,7 +249,7 @@ async def chat_stream(request: Request, sender: Sender, settings: SettingsDep, a
         if token_id is not None and not await asyncio.to_thread(accounts.session_live, token_id):
             raise ApiError(401, "invalid_token", "the session of this stream ticket has ended")
     else:
-        session = await asyncio.to_thread(current_session, request)
+        session = await current_session(request)
         conversation_id = rasa_sender(sender, session.user_id or None if session else None)
         token_id = session.token_id if session is not None else None
     cursor = resume_cursor(last_event_id, after)

@@ -175,6 +175,41 @@ def check_action_results_get_the_same_verdict_as_the_full_schema() -> None:
     assert all(rasa_patches._validate_action_result(action, r) for r in good)
 
 
+def check_the_fast_classifier_builds_rasas_own_feature_matrix() -> None:
+    import numpy as np
+    import scipy.sparse as sp
+    from components.fast_logistic_regression import feature_matrix
+    from rasa.nlu.classifiers.logistic_regression_classifier import LogisticRegressionClassifier
+    from rasa.shared.nlu.training_data.features import Features
+    from rasa.shared.nlu.training_data.message import Message
+
+    rng = np.random.default_rng(7)
+
+    def sparse(rows: int, cols: int):
+        m = sp.random(rows, cols, density=0.3, format="coo", random_state=int(rng.integers(1 << 30)))
+        return m
+
+    messages = []
+    for i in range(6):
+        m = Message(data={"text": f"t{i}"})
+        n_tokens = int(rng.integers(1, 6))
+        m.add_features(Features(sparse(n_tokens, 7), "sequence", "text", "RegexFeaturizer"))
+        m.add_features(Features(sparse(1, 7), "sentence", "text", "RegexFeaturizer"))
+        m.add_features(Features(sparse(n_tokens, 40), "sequence", "text", "CountVectorsFeaturizer"))
+        m.add_features(Features(sparse(1, 40), "sentence", "text", "CountVectorsFeaturizer"))
+        if i % 2:   # a dense sentence feature on some messages: it goes after the sparse ones
+            m.add_features(Features(np.where(rng.random((1, 5)) > 0.5, rng.random((1, 5)), 0.0),
+                                    "sentence", "text", "Dense"))
+        m.add_features(Features(sparse(1, 9), "sentence", "intent", "Other"))   # not TEXT: ignored
+        messages.append(m)
+    for group in ([messages[0]], messages[0::2], messages[1::2][:1]):
+        want = LogisticRegressionClassifier._create_X(None, group).tocsr()
+        got = feature_matrix(group)
+        assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, want.shape, got.dtype, want.dtype)
+        assert (got != want).nnz == 0
+        assert got.has_canonical_format
+
+
 def main() -> None:
     results = {}
     for name, fn in sorted(globals().items()):
