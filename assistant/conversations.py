@@ -15,12 +15,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import default_sessions, session_factory
-from store.models import Conversation
+from store.models import Conversation, utcnow
 
 _MISSING = object()
 CACHE_SIZE = 50_000
@@ -66,15 +68,31 @@ def record(conversation_id: str, user_id: str | None, channel: str = "api") -> N
         return
     try:
         with sessions().begin() as session:
-            row = session.get(Conversation, conversation_id)
-            if row is None:
-                session.add(Conversation(id=conversation_id, user_id=user_id, channel=channel))
-            elif row.user_id != user_id:
-                # Impossible with namespaced ids; refuse rather than hand a turn to the wrong user.
-                raise ValueError("conversation id already belongs to another user")
+            if not _insert_new(session, conversation_id, user_id, channel):
+                owner = session.execute(select(Conversation.user_id)
+                                        .where(Conversation.id == conversation_id)).scalar_one()
+                if owner != user_id:
+                    # Impossible with namespaced ids; refuse rather than hand a turn to the wrong user.
+                    raise ValueError("conversation id already belongs to another user")
     except IntegrityError:
         pass  # the same first turn recorded by another instance a moment earlier
     _remember(conversation_id, user_id, channel)
+
+
+def _insert_new(session: Session, conversation_id: str, user_id: str | None, channel: str) -> bool:
+    """Insert the row unless it exists; True if this call wrote it. One statement where the
+    database can skip a conflict itself (SQLite, PostgreSQL): a first turn no longer pays for a
+    look-up before its insert."""
+    values = {"id": conversation_id, "user_id": user_id, "channel": channel, "created_at": utcnow()}
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        dialect_insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        stmt = dialect_insert(Conversation).values(**values).on_conflict_do_nothing(index_elements=["id"])
+        return session.execute(stmt).rowcount == 1
+    if session.get(Conversation, conversation_id) is not None:
+        return False
+    session.add(Conversation(**values))
+    return True
 
 
 def _lookup(conversation_id: str) -> tuple[str | None, str]:
