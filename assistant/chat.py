@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import delivery
-from assistant import conversations, hotline_turns
+from assistant import conversations, faq, hotline_turns
 from assistant.lang import localise, to_traditional
 from assistant.rasa_client import RasaClient
 from assistant.texts import text as fixed_text
@@ -95,12 +95,29 @@ def _shape(turn_messages: list[dict[str, Any]], meta: dict[str, Any]) -> list[di
     return out
 
 
+# This process's turns sent to Rasa and not answered yet (the event loop's own count).
+_waiting = 0
+
+
+def _look_ahead(text: str, below: int) -> None:
+    """While few turns are waiting on Rasa (spare CPU), start the FAQ search of this text now, in
+    a worker thread, beside Rasa's NLU and policy: the FAQ action then finds it done or under
+    way instead of starting it. Under load it would only add work for turns that are no FAQ
+    question (a greeting, a diagnosis), so it stops at `below` waiting turns."""
+    if below <= 0 or _waiting >= below or text.startswith("/"):
+        return
+    # Rasa strips the text (UserMessage); the action searches what Rasa stored.
+    asyncio.get_running_loop().run_in_executor(None, faq.look_ahead, text.strip())
+
+
 async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | None = None,
                    max_chars: int = 2000, lang_hint: str | None = None,
                    names: tuple[str, ...] = (), channel: str = "api",
-                   conversation_id: str | None = None) -> ChatResult:
+                   conversation_id: str | None = None, look_ahead: int = 0) -> ChatResult:
     """names: the signed-in user's own personal strings (names, ID numbers) to mask in the text.
-    conversation_id: a channel's own namespaced id (channels.identity); else rasa_sender's."""
+    conversation_id: a channel's own namespaced id (channels.identity); else rasa_sender's.
+    look_ahead: Settings.look_ahead_turns (0: the FAQ action starts its own search)."""
+    global _waiting
     started = time.perf_counter()
     # Only a bounded head is cleaned: the length check comes before any per-character work on
     # the whole text (the body-size limit bounds it too).
@@ -120,6 +137,7 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
     # too: anyone can type one, with anything inside.
     bot_text = mask_text(cleaned, names)
     conversation_id = conversation_id or rasa_sender(sender, user_id)
+    _look_ahead(bot_text, look_ahead)
     hotline = await asyncio.to_thread(_before_bot, conversation_id, user_id, channel, cleaned, bot_text, signal)
     ticket = hotline.ticket
     if hotline.handled is not None:
@@ -130,7 +148,11 @@ async def converse(rasa: RasaClient, sender: str, text: str, *, user_id: str | N
         metadata: dict = {}
         if signal:  # without one, Rasa keeps the conversation's language (slot `lang`)
             metadata["lang"] = signal
-        turn = await rasa.send(conversation_id, bot_text, metadata)
+        _waiting += 1
+        try:
+            turn = await rasa.send(conversation_id, bot_text, metadata)
+        finally:
+            _waiting -= 1
         lang = turn.lang or signal or "zh"
         meta["intent"] = turn.intent
         messages = localise(_shape(turn.messages, meta), lang)

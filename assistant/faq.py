@@ -37,9 +37,8 @@ def answer(text_in: str, lang: str = "zh", *, previous_faq_id: str | None = None
     # One retriever for the whole turn: a KB reload swapping the index in between must not
     # leave this reply half on the old KB (an id the new one lacks) and half on the new.
     retriever = runtime.retriever()
-    every = len(retriever.kb.entries)   # all scores, so a follow-up can compare within a section
-    resolved = followup.resolve(text_in, previous_faq_id, retriever.kb,
-                                lambda q: retriever.search(q, k=every), retriever.params.margin)
+    resolved = followup.resolve(text_in, previous_faq_id, retriever.kb, _all_scores(retriever),
+                                retriever.params.margin)
     result = replace(resolved.result, results=resolved.result.results[:SHOWN])
     if result.decision == "answer" and result.top:
         reply = _answer_reply(retriever, result.top.faq_id, lang, result)
@@ -52,6 +51,21 @@ def answer(text_in: str, lang: str = "zh", *, previous_faq_id: str | None = None
     if result.decision != "answer":
         _remember_unanswered(conversation_id, text_in, result, lang)
     return reply
+
+
+def _all_scores(retriever):
+    every = len(retriever.kb.entries)   # all scores, so a follow-up can compare within a section
+    return lambda q: retriever.search(q, k=every)
+
+
+def look_ahead(text_in: str) -> None:
+    """Run now the search answer() will start with for this text (the retriever keeps the result,
+    and a search asked for while this one runs waits for it): the chat service calls it while
+    Rasa is still reading the message. Any failure is answer()'s to report, later."""
+    try:
+        _all_scores(runtime.retriever())(text_in)
+    except Exception:           # noqa: BLE001 - not ready, a KB swap: the action searches itself
+        log.debug("look-ahead search failed", exc_info=True)
 
 
 def answer_by_id(faq_id: str, lang: str = "zh") -> Reply:

@@ -67,7 +67,7 @@ async def answer(rasa: RasaClient, user: ChannelUser, text: str, *, settings: Se
     said = await asyncio.to_thread(choice_or_text, conversation, text)
     try:
         result = await converse(rasa, user.external_id, said, user_id=user.user_id, channel=user.channel,
-                                conversation_id=conversation, names=names, max_chars=settings.max_text_chars)
+                                conversation_id=conversation, names=names, max_chars=settings.max_text_chars, look_ahead=settings.look_ahead_turns)
     except EmptyText:
         await say(user, "text_only", language_signal(text) or "zh")
         return ChatResult([], {})

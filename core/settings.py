@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     retrieval_mode: str = "hybrid"
 
     chat_timeout_s: float = 10.0
+    # While fewer turns than this are waiting on Rasa in the process, a new turn's FAQ search
+    # starts at once, beside Rasa's NLU, not when the FAQ action asks (assistant/chat.py): spare
+    # CPU answers a question sooner. Past it (load) no search is started for a turn that may not
+    # need one. 0: never.
+    look_ahead_turns: int = Field(2, ge=0, le=64)
     max_text_chars: int = 2000
     # Every request body, before any route reads it (413 above). 2,000 characters of chat text
     # are at most ~12 KB of JSON; an account document is a few KB.

@@ -16,6 +16,7 @@ out-of-scope questions.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -286,6 +287,7 @@ class Retriever:
         # the encoders. Never shared with another Retriever (with_params, a reloaded KB): the
         # result depends on the KB and on every parameter.
         self._results: OrderedDict[tuple[str, int], SearchResult] = OrderedDict()
+        self._pending: dict[tuple[str, int], Future] = {}      # searches running now, by key
         # Which way each search went (cheap answer / cheap none / e5), for measuring the cascade.
         self.paths: Counter[str] = Counter()
         # A question asked exactly as a KB phrasing is that entry's, whatever the fused scores
@@ -457,12 +459,34 @@ class Retriever:
         hit = self.cached_result(query, k)
         if hit is not None:
             return hit
-        result = self._search(query, k)
-        if self._cache_size:
+        if not self._cache_size:
+            return self._search(query, k)
+        key = (query, k)
+        with self._cache_lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                return hit
+            pending = self._pending.get(key)
+            mine = pending is None
+            if mine:
+                pending = self._pending[key] = Future()
+        if not mine:
+            # The same search is running in another thread (the chat service's look-ahead, or a
+            # user sending the same question twice): wait for it rather than do it again.
+            return pending.result(timeout=30)
+        try:
+            result = self._search(query, k)
+        except BaseException as exc:
             with self._cache_lock:
-                self._results[(query, k)] = result
-                while len(self._results) > self._cache_size:
-                    self._results.popitem(last=False)
+                self._pending.pop(key, None)
+            pending.set_exception(exc)
+            raise
+        with self._cache_lock:
+            self._results[key] = result
+            while len(self._results) > self._cache_size:
+                self._results.popitem(last=False)
+            self._pending.pop(key, None)
+        pending.set_result(result)
         return result
 
     def _search(self, query: str, k: int) -> SearchResult:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -190,3 +191,64 @@ def test_closing_the_batching_encoder_ends_its_thread_and_keeps_answering():
     worker.join(timeout=5)
     assert not worker.is_alive()
     assert np.allclose(enc.encode_query("健康码截图"), first)
+
+
+def _slow_search_retriever(delay_s: float, fail: bool = False):
+    r = Retriever(tiny_kb(), None, params=Params(bm25_only=True, t_answer=0.5, t_clarify=0.2, margin=0.1))
+    r.warm_up()
+    calls = []
+    real = r._search
+
+    def slow(query, k):
+        calls.append((query, k))
+        started.set()
+        release.wait(5)
+        if fail:
+            raise RuntimeError("index gone")
+        return real(query, k)
+
+    started, release = threading.Event(), threading.Event()
+    r._search = slow
+    return r, calls, started, release
+
+
+def test_a_search_asked_while_the_same_one_runs_waits_for_it():
+    """The chat service's look-ahead and the FAQ action ask for the same search: it runs once."""
+    r, calls, started, release = _slow_search_retriever(0.2)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(r.search("健康码能截图吗", k=3))) for _ in range(3)]
+    threads[0].start()
+    assert started.wait(5)
+    for t in threads[1:]:
+        t.start()
+    time.sleep(0.2)                       # the two latecomers are waiting on the first by now
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert calls == [("健康码能截图吗", 3)]
+    assert len(results) == 3 and all(res is results[0] for res in results)
+    assert r.search("健康码能截图吗", k=3) is results[0]          # and it is kept for later
+    r.search("健康码能截图吗", k=2)                              # another k is another search
+    assert len(calls) == 2 and not r._pending
+
+
+def test_a_failed_search_fails_its_waiters_too_and_is_not_kept():
+    r, calls, started, release = _slow_search_retriever(0.2, fail=True)
+    errors = []
+
+    def run():
+        try:
+            r.search("健康码能截图吗")
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    threads[0].start()
+    assert started.wait(5)
+    threads[1].start()
+    time.sleep(0.2)
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert len(errors) == 2 and len(calls) == 1 and not r._pending
+    assert r.cached_result("健康码能截图吗") is None

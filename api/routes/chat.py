@@ -87,7 +87,7 @@ async def chat(body: ChatIn, request: Request, rasa: RasaDep, settings: Settings
     names = await _own_names(user_id, body.sender) if user_id is not None else ()
     try:
         result = await converse(rasa, body.sender, body.text, user_id=user_id,
-                                max_chars=settings.max_text_chars, names=names)
+                                max_chars=settings.max_text_chars, names=names, look_ahead=settings.look_ahead_turns)
     except EmptyText:
         raise ApiError(422, "empty_text", "text must contain a question") from None
     except BotUnavailable:
