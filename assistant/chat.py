@@ -177,8 +177,8 @@ def _before_bot(conversation_id: str, user_id: str | None, channel: str, cleaned
                 signal: str | None) -> hotline_turns.HotlineTurn:
     # Whose conversation this is lives in the app's own record, which the actions read; the
     # message carries no user id for Rasa to store.
-    conversations.record(conversation_id, user_id, channel)
-    return hotline_turns.before_bot(conversation_id, cleaned, masked, signal)
+    created = conversations.record(conversation_id, user_id, channel)
+    return hotline_turns.before_bot(conversation_id, cleaned, masked, signal, new_conversation=created)
 
 
 def _log_turn(conversation_id: str, user_text: str | None, messages: list[dict[str, Any]],

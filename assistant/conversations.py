@@ -62,21 +62,27 @@ def _cached(conversation_id: str):
         return _known.get(conversation_id, _MISSING)
 
 
-def record(conversation_id: str, user_id: str | None, channel: str = "api") -> None:
-    """Write the row on the conversation's first turn (later turns find it in the cache)."""
+def record(conversation_id: str, user_id: str | None, channel: str = "api") -> bool:
+    """Write the row on the conversation's first turn (later turns find it in the cache).
+
+    True when this call wrote it: the conversation is new everywhere (rows are never deleted),
+    so nothing can refer to it yet, no ticket either (tickets come from its own turns)."""
     if _cached(conversation_id) is not _MISSING:
-        return
+        return False
+    created = False
     try:
         with sessions().begin() as session:
-            if not _insert_new(session, conversation_id, user_id, channel):
+            created = _insert_new(session, conversation_id, user_id, channel)
+            if not created:
                 owner = session.execute(select(Conversation.user_id)
                                         .where(Conversation.id == conversation_id)).scalar_one()
                 if owner != user_id:
                     # Impossible with namespaced ids; refuse rather than hand a turn to the wrong user.
                     raise ValueError("conversation id already belongs to another user")
     except IntegrityError:
-        pass  # the same first turn recorded by another instance a moment earlier
+        created = False  # the same first turn recorded by another instance a moment earlier
     _remember(conversation_id, user_id, channel)
+    return created
 
 
 def _insert_new(session: Session, conversation_id: str, user_id: str | None, channel: str) -> bool:
@@ -87,8 +93,10 @@ def _insert_new(session: Session, conversation_id: str, user_id: str | None, cha
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
         dialect_insert = sqlite_insert if dialect == "sqlite" else pg_insert
-        stmt = dialect_insert(Conversation).values(**values).on_conflict_do_nothing(index_elements=["id"])
-        return session.execute(stmt).rowcount == 1
+        table = Conversation.__table__
+        stmt = (dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=["id"])
+                .returning(table.c.id))
+        return session.execute(stmt).first() is not None     # no row back: it existed
     if session.get(Conversation, conversation_id) is not None:
         return False
     session.add(Conversation(**values))

@@ -58,10 +58,13 @@ def _rating(conversation_id: str, payload: str, lang: str) -> list[dict[str, Any
     return _reply(text("rating_thanks", lang))
 
 
-def before_bot(conversation_id: str, text_in: str, masked: str, signal: str | None) -> HotlineTurn:
+def before_bot(conversation_id: str, text_in: str, masked: str, signal: str | None,
+               new_conversation: bool = False) -> HotlineTurn:
     """text_in: the cleaned text (raw numbers: the callback phone is read from it); masked: what
-    may be stored and shown; signal: the language the text shows, if any (else the ticket's)."""
-    ticket = tickets.open_for(conversation_id)
+    may be stored and shown; signal: the language the text shows, if any (else the ticket's).
+    new_conversation: this turn created the conversation (conversations.record), so it has no
+    ticket to look up."""
+    ticket = None if new_conversation else tickets.open_for(conversation_id)
     lang = signal or (ticket.lang if ticket is not None else "zh")
     rated = _rating(conversation_id, text_in, lang)
     if rated is not None:

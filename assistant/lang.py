@@ -12,7 +12,10 @@ def _s2t():
     return opencc.OpenCC("s2t")
 
 
+@lru_cache(maxsize=4096)
 def to_traditional(text: str) -> str:
+    # Cached: the chat service converts every message once to see its script, and the replies
+    # of Traditional conversations are a few fixed texts and KB answers.
     return _s2t().convert(text)
 
 

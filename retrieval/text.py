@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from functools import lru_cache
 from typing import Literal
 
 Lang = Literal["zh", "zh-hant", "en"]
@@ -48,7 +49,10 @@ def _t2s():
     return _converter
 
 
+@lru_cache(maxsize=4096)
 def to_simplified(text: str) -> str:
+    # Cached: one search converts the same question four times (normalising, matching, language,
+    # the encoders' text), and the pure-Python converter is a visible share of a turn.
     return _t2s().convert(text)
 
 

@@ -24,15 +24,16 @@ class _Tracker:
 
 
 def test_recorded_once_and_read_back(db):
-    conversations.record("user:ab:wx-1", "u-1", "wechat")
-    conversations.record("user:ab:wx-1", "u-1", "wechat")      # later turns: no second row
-    conversations.record("anon:wx-2", None)
+    assert conversations.record("user:ab:wx-1", "u-1", "wechat") is True     # created here
+    assert conversations.record("user:ab:wx-1", "u-1", "wechat") is False    # later turns: no second row
+    assert conversations.record("anon:wx-2", None) is True
     with db.connect() as conn:
         rows = conn.execute(select(Conversation.id, Conversation.user_id, Conversation.channel)).all()
     assert sorted(rows) == [("anon:wx-2", None, "api"), ("user:ab:wx-1", "u-1", "wechat")]
     conversations.configure(db)                                   # a fresh process: no cache
     assert conversations.user_of("user:ab:wx-1") == "u-1"
     assert conversations.user_of("anon:wx-2") is None
+    assert conversations.record("anon:wx-2", None) is False     # known to the database, not created
 
 
 def test_an_unknown_conversation_has_no_user(db):
@@ -52,11 +53,11 @@ def test_a_conversation_never_changes_owner(db):
 
 def test_two_instances_recording_the_same_first_turn(db):
     """Two app processes (here threads with their own cache) racing on one conversation."""
-    errors = []
+    errors, created = [], []
 
     def first_turn():
         try:
-            conversations.record("user:ab:race", "u-1")
+            created.append(conversations.record("user:ab:race", "u-1"))
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -66,4 +67,5 @@ def test_two_instances_recording_the_same_first_turn(db):
     for t in threads:
         t.join()
     assert errors == []
+    assert created.count(True) == 1        # exactly one of them wrote it: only that one skips the ticket look-up
     assert conversations.user_of("user:ab:race") == "u-1"
