@@ -18,7 +18,8 @@ CHECKS = ("tracker_round_trip_and_appends_only_new_events",
           "nlu_results_are_reused_per_text_and_language",
           "action_calls_share_one_session_per_headers_and_loop",
           "action_results_get_the_same_verdict_as_the_full_schema",
-          "the_fast_classifier_builds_rasas_own_feature_matrix")
+          "the_fast_classifier_builds_rasas_own_feature_matrix",
+          "the_plain_graph_runner_gives_what_dask_gave")
 
 
 

@@ -210,6 +210,49 @@ def check_the_fast_classifier_builds_rasas_own_feature_matrix() -> None:
         assert got.has_canonical_format
 
 
+def check_the_plain_graph_runner_gives_what_dask_gave() -> None:
+    """rasa_patches._run_graph against Rasa's own DaskGraphRunner.run on the trained model:
+    the same parse for each text and the same policy prediction for each tracker."""
+    from channels import rasa_patches
+    from rasa.core.agent import Agent
+    from rasa.engine.constants import PLACEHOLDER_MESSAGE, PLACEHOLDER_TRACKER
+    from rasa.engine.runner.dask import DaskGraphRunner
+    from rasa.core.channels.channel import UserMessage
+
+    model = json.loads((Path("..") / "var" / "artifacts.json").read_text())["rasa_model"]
+    agent = Agent.load(model)
+    runner, meta = agent.processor.graph_runner, agent.processor.model_metadata
+    dask_run = DaskGraphRunner.run
+    assert dask_run is not rasa_patches._run_graph
+    empty = DialogueStateTracker.from_events("g", [], DOMAIN.slots)
+    texts = ["你好", "健康码可以截图吗 123", "为什么我的码是橙色", "转人工", "Can I print my code?",
+             '/feedback{"helpful":"yes","faq_id":"personal.screenshot"}', "😀" * 5, "x"]
+    for text in texts:
+        for lang in (None, "en"):
+            out = []
+            for run in (dask_run, rasa_patches._run_graph):
+                message = UserMessage(text, metadata={"lang": lang} if lang else None)
+                result = run(runner, inputs={PLACEHOLDER_MESSAGE: [message], PLACEHOLDER_TRACKER: empty},
+                             targets=[meta.nlu_target])
+                out.append(result[meta.nlu_target][0].as_dict(only_output_properties=True))
+            assert out[0] == out[1], (text, out)
+            assert out[0].get("intent", {}).get("name"), out[0]
+
+    def tracker(intent: str, then: list) -> DialogueStateTracker:
+        return DialogueStateTracker.from_events("g", [
+            ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+            UserUttered("q", {"name": intent, "confidence": 0.9}), *then], DOMAIN.slots)
+
+    cases = [tracker(i, []) for i in ("greet", "faq", "why_orange", "request_human", "nlu_fallback", "deny")]
+    cases += [tracker("faq", [ActionExecuted("action_answer_faq")]),
+              tracker("deny", [SlotSet("faq_decision", "clarify")])]
+    for t in cases:
+        got = [run(runner, inputs={PLACEHOLDER_TRACKER: t}, targets=[meta.core_target])[meta.core_target]
+               for run in (dask_run, rasa_patches._run_graph)]
+        assert got[0].probabilities == got[1].probabilities and got[0].policy_name == got[1].policy_name, got
+        assert max(got[0].probabilities) > 0
+
+
 def main() -> None:
     results = {}
     for name, fn in sorted(globals().items()):
