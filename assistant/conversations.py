@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from functools import lru_cache
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import default_sessions, session_factory
+from store import default_sessions, engine_of, session_factory
 from store.models import Conversation, utcnow
 
 _MISSING = object()
@@ -70,12 +71,14 @@ def record(conversation_id: str, user_id: str | None, channel: str = "api") -> b
     if _cached(conversation_id) is not _MISSING:
         return False
     created = False
+    values = {"id": conversation_id, "user_id": user_id, "channel": channel, "created_at": utcnow()}
     try:
-        with sessions().begin() as session:
-            created = _insert_new(session, conversation_id, user_id, channel)
+        # A plain connection and statements built once: a first turn's write was mostly
+        # SQLAlchemy building an ORM session and compiling a new statement.
+        with engine_of(sessions()).begin() as conn:
+            created = _insert_new(conn, values)
             if not created:
-                owner = session.execute(select(Conversation.user_id)
-                                        .where(Conversation.id == conversation_id)).scalar_one()
+                owner = conn.execute(_OWNER, {"id": conversation_id}).scalar_one()
                 if owner != user_id:
                     # Impossible with namespaced ids; refuse rather than hand a turn to the wrong user.
                     raise ValueError("conversation id already belongs to another user")
@@ -85,21 +88,28 @@ def record(conversation_id: str, user_id: str | None, channel: str = "api") -> b
     return created
 
 
-def _insert_new(session: Session, conversation_id: str, user_id: str | None, channel: str) -> bool:
-    """Insert the row unless it exists; True if this call wrote it. One statement where the
-    database can skip a conflict itself (SQLite, PostgreSQL): a first turn no longer pays for a
-    look-up before its insert."""
-    values = {"id": conversation_id, "user_id": user_id, "channel": channel, "created_at": utcnow()}
-    dialect = session.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        dialect_insert = sqlite_insert if dialect == "sqlite" else pg_insert
-        table = Conversation.__table__
-        stmt = (dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=["id"])
-                .returning(table.c.id))
-        return session.execute(stmt).first() is not None     # no row back: it existed
-    if session.get(Conversation, conversation_id) is not None:
+_TABLE = Conversation.__table__
+_OWNER = select(_TABLE.c.user_id).where(_TABLE.c.id == bindparam("id"))
+
+
+@lru_cache(maxsize=None)
+def _insert_if_new(dialect: str):
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id where the database has it (SQLite,
+    PostgreSQL): one statement, no look-up before it. None elsewhere."""
+    if dialect not in ("sqlite", "postgresql"):
+        return None
+    dialect_insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    return dialect_insert(_TABLE).on_conflict_do_nothing(index_elements=["id"]).returning(_TABLE.c.id)
+
+
+def _insert_new(conn: Connection, values: dict) -> bool:
+    """Insert the row unless it exists; True if this call wrote it."""
+    stmt = _insert_if_new(conn.dialect.name)
+    if stmt is not None:
+        return conn.execute(stmt, values).first() is not None     # no row back: it existed
+    if conn.execute(_OWNER, {"id": values["id"]}).first() is not None:
         return False
-    session.add(Conversation(**values))
+    conn.execute(insert(_TABLE), values)
     return True
 
 

@@ -7,7 +7,8 @@
 
 Nothing connects at import time: the engine is created on first use.
 """
-from store.db import database_url, default_sessions, dispose_default, get_engine, migrate, session_factory
+from store.db import (database_url, default_sessions, dispose_default, engine_of, get_engine, migrate,
+                      session_factory)
 
-__all__ = ["database_url", "default_sessions", "dispose_default", "get_engine", "migrate",
+__all__ = ["database_url", "default_sessions", "dispose_default", "engine_of", "get_engine", "migrate",
            "session_factory"]

@@ -129,6 +129,12 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
+    """The engine a session factory opens sessions on: for the hot paths that write with Core
+    statements on a plain connection (no ORM session to build per call)."""
+    return sessions.kw["bind"]
+
+
 def alembic_config(connection=None):
     """An Alembic config without an ini file; `store/alembic.ini` is only for the alembic CLI."""
     from alembic.config import Config
