@@ -1,7 +1,7 @@
 """FAQ answers: retrieval decides which entry (or abstains); Rasa only routed here."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
@@ -27,9 +27,14 @@ def _answer_text(tracker: Tracker):
                               conversation_id=tracker.sender_id)
 
 
-async def _send(dispatcher: CollectingDispatcher, tracker: Tracker, reply) -> list[dict[str, Any]]:
+def _with_finding(tracker: Tracker, make_reply: Callable[[], Any]):
     # An entry linked to a diagnosis also gets the signed-in user's own finding.
-    reply, events = await call_service(with_own_finding, tracker, reply)
+    return with_own_finding(tracker, make_reply())
+
+
+async def _send(dispatcher: CollectingDispatcher, tracker: Tracker, make_reply: Callable[[], Any]) -> list[dict[str, Any]]:
+    # The reply and the user's finding in one worker-thread hop, not one each.
+    reply, events = await call_service(_with_finding, tracker, make_reply)
     reply, streak = with_offer_after_misses(tracker, reply, missed=reply.meta.get("decision") == "none")
     dispatch_reply(dispatcher, reply)
     return [*remember_faq(reply), *events, *streak]
@@ -38,7 +43,7 @@ async def _send(dispatcher: CollectingDispatcher, tracker: Tracker, reply) -> li
 async def answer_question(dispatcher: CollectingDispatcher, tracker: Tracker) -> list[dict[str, Any]]:
     """The one way an action answers the user's words from the FAQ (whichever action NLU chose):
     retrieval's answer, clarification or none, with the signed-in user's own finding."""
-    return await _send(dispatcher, tracker, await call_service(_answer_text, tracker))
+    return await _send(dispatcher, tracker, lambda: _answer_text(tracker))
 
 
 class ActionAnswerFaq(Action):
@@ -64,5 +69,5 @@ class ActionAnswerFaqById(Action):
         if not faq_id:
             # NLU chose the intent without finding an id: let retrieval read the text.
             return await answer_question(dispatcher, tracker)
-        reply = await call_service(faq_service.answer_by_id, faq_id, current_lang(tracker))
-        return await _send(dispatcher, tracker, reply)
+        lang = current_lang(tracker)
+        return await _send(dispatcher, tracker, lambda: faq_service.answer_by_id(faq_id, lang))
