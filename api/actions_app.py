@@ -69,7 +69,7 @@ def action_call_problem(call: Any) -> str | None:
     return None
 
 
-# Every custom action is the last step of its rule (bot/data/rules.yml; tests/test_actions_app.py
+# Every custom action is the last step of its rule (bot/data/rules.yml; tests/test_action_webhook.py
 # holds the rules to that): after it the bot listens. Saying so in the action's events spares Rasa
 # a second run of its policies per turn (the followup action is taken without predicting).
 TURN_ENDS = {"event": "followup", "name": "action_listen"}

@@ -54,6 +54,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from core.settings import REPO_ROOT, Settings, get_settings
 from tools.run_stack import RASA_PYTHONPATH
+from tools.stack import stop_group
 
 STARTUP_TIMEOUT_S = 300
 TEMPLATE = REPO_ROOT / "deploy" / "nginx" / "hc-assistant.conf.template"
@@ -422,17 +423,12 @@ def running_scaled(var_dir: Path, env: dict[str, str] | None = None, timeout_s: 
             time.sleep(0.5)
         yield Running(state["base"], state["apps"], var_dir, var_dir / "scaled", time.monotonic() - t0, proc.pid)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                # Its children run in process groups of their own: stop them by their ids.
-                with contextlib.suppress(OSError, ValueError):
-                    for child in json.loads(state_path.read_text()).get("pids", {}).values():
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(child, signal.SIGKILL)
+        if stop_group(proc, timeout_s=45):
+            # Its children run in process groups of their own: stop them by their ids.
+            with contextlib.suppress(OSError, ValueError):
+                for child in json.loads(state_path.read_text()).get("pids", {}).values():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child, signal.SIGKILL)
         log.close()
 
 

@@ -69,11 +69,14 @@ def wait_until(proc: subprocess.Popen, ready, t0: float, timeout_s: float, what:
         time.sleep(0.5)
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGINT to the process group started with start_new_session, SIGKILL after 30 s."""
+def stop_group(proc: subprocess.Popen, timeout_s: float = 30) -> bool:
+    """SIGINT to the process group started with start_new_session, SIGKILL after timeout_s.
+    True when it had to kill (what a caller with more process groups to stop needs to know)."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            return True
+    return False
